@@ -1,0 +1,112 @@
+"""Compute cost, counted where it happens: network evaluations, images generated, wall time by phase, memory.
+
+Network function evaluations (NFEs) are counted in images: one image through the U-Net once is one NFE, so a
+forward over a batch of 2B images is 2B student forwards. Timers synchronise the device so GPU time is real.
+"""
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+import time
+from collections import Counter
+
+import torch
+from torch import nn
+
+PHASES = ("train", "replay_generation", "evaluation")
+TRAINING_COUNTERS = ("student_forward", "student_backward", "teacher_forward", "images_generated")
+# Work done while evaluating is kept apart, so training NFEs compare across evaluation settings.
+COUNTERS = TRAINING_COUNTERS + ("evaluation_forward", "evaluation_images_generated")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+class CostMeter:
+    """Counts NFEs through forward hooks on the networks it watches, and wall time by phase."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.counts: Counter = Counter()
+        self.seconds: Counter = Counter()
+        self._active: list[str] = []
+
+    def watch(self, module: nn.Module, role: str):
+        """Count every forward of `module` as `role`_forward (and, for the student under autograd, a backward)."""
+        if role not in ("student", "teacher"):
+            raise ValueError(role)
+
+        def hook(_module, args):
+            n = int(args[0].shape[0])
+            if "evaluation" in self._active:
+                self.counts["evaluation_forward"] += n
+                return
+            self.counts[f"{role}_forward"] += n
+            if role == "student" and torch.is_grad_enabled():
+                self.counts["student_backward"] += n
+
+        return module.register_forward_pre_hook(hook)
+
+    def add_generated(self, n: int) -> None:
+        key = "evaluation_images_generated" if "evaluation" in self._active else "images_generated"
+        self.counts[key] += int(n)
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Time a phase. A phase nested in another (replay generation inside training, say) is charged to the
+        inner phase only, so the phases add up to the wall time."""
+        if name not in PHASES:
+            raise ValueError(name)
+        synchronize(self.device)
+        start = time.perf_counter()
+        self._active.append(name)
+        try:
+            yield
+        finally:
+            synchronize(self.device)
+            elapsed = time.perf_counter() - start
+            self._active.pop()
+            self.seconds[name] += elapsed
+            if self._active:
+                self.seconds[self._active[-1]] -= elapsed
+
+    def reset_peak_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory(self) -> dict:
+        out = {"peak_rss_bytes": peak_rss_bytes()}
+        if self.device.type == "cuda":
+            out["peak_gpu_allocated_bytes"] = int(torch.cuda.max_memory_allocated(self.device))
+        return out
+
+    def snapshot(self) -> dict:
+        return {"counts": {k: int(self.counts.get(k, 0)) for k in COUNTERS},
+                "seconds": {k: float(self.seconds.get(k, 0.0)) for k in PHASES}}
+
+    @staticmethod
+    def difference(after: dict, before: dict) -> dict:
+        return {"counts": {k: after["counts"][k] - before["counts"][k] for k in COUNTERS},
+                "seconds": {k: after["seconds"][k] - before["seconds"][k] for k in PHASES}}
+
+    def state_dict(self) -> dict:
+        return self.snapshot()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.counts = Counter(state["counts"])
+        self.seconds = Counter(state["seconds"])
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

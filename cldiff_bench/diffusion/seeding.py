@@ -1,0 +1,45 @@
+"""Reproducible randomness that does not depend on batch size, device or how a run was resumed.
+
+Every random draw in a run is keyed by what it is for (task, iteration, sample index ...) rather than taken from
+a global stream, so a run restarted at iteration j draws exactly what the uninterrupted run drew there.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+_MASK63 = (1 << 63) - 1
+
+
+def derive_seed(*keys: int) -> int:
+    """One 63-bit seed from a tuple of non-negative integers (SeedSequence hashing, so nearby keys decorrelate)."""
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 32 | int(state[1])) & _MASK63)
+
+
+def derive_seeds(n: int, *keys: int) -> list[int]:
+    """n per-sample seeds for the draw identified by `keys`."""
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2 * n, dtype=np.uint32)
+    pairs = state.astype(np.uint64).reshape(n, 2)
+    return [int(((int(a) << 32) | int(b)) & _MASK63) for a, b in pairs]
+
+
+def generator(*keys: int) -> torch.Generator:
+    """A CPU generator for the draw identified by `keys`."""
+    return torch.Generator().manual_seed(derive_seed(*keys))
+
+
+def per_sample_normal(seeds: Sequence[int], shape: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal noise of shape (len(seeds), *shape) where row i depends only on seeds[i].
+
+    Drawn on the CPU and moved, so a seed gives the same numbers on every device (as EDM's per-sample generator).
+    """
+    g = torch.Generator()
+    rows = []
+    for seed in seeds:
+        g.manual_seed(int(seed))
+        rows.append(torch.randn(tuple(shape), generator=g, dtype=dtype))
+    out = torch.stack(rows) if rows else torch.empty((0, *shape), dtype=dtype)
+    return out.to(device) if device is not None else out
