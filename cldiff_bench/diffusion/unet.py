@@ -222,14 +222,10 @@ MODEL_PRESETS: dict[str, dict] = {
 }
 
 
-def model_config(preset: str, in_channels: int) -> UNetConfig:
-    """The preset's configuration for images with `in_channels` channels (paper presets fix their own)."""
-    if preset not in MODEL_PRESETS:
-        from ..errors import unknown_name
-        raise unknown_name("model preset", preset, MODEL_PRESETS)
-    kw = dict(MODEL_PRESETS[preset])
+def model_config(name: str, preset: dict, in_channels: int) -> UNetConfig:
+    """The configuration of preset `name` for images with `in_channels` channels (paper presets fix their own)."""
+    kw = dict(preset)
     fixed = kw.pop("in_channels", None)
     if fixed is not None and fixed != in_channels:
-        from ..errors import UserError
-        raise UserError(f"model preset {preset!r} is for {fixed}-channel images, the stream has {in_channels}")
+        raise ValueError(f"model preset {name!r} is for {fixed}-channel images, the stream has {in_channels}")
     return UNetConfig(in_channels=in_channels, **kw)

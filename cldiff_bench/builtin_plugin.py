@@ -1,0 +1,48 @@
+"""The built-in streams and model presets, registered through the same hooks a third-party plugin implements."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .diffusion.unet import MODEL_PRESETS
+from .registry.hookspecs import hookimpl
+from .registry.specs import StreamSpec
+from .streams import datasets
+from .streams.split import split_stream
+
+N_TASKS = 5
+
+
+def _digits(data_root: Path, seed: int, cache_dir: Path):
+    train, test, names = datasets.load_digits()
+    return split_stream("digits-5", "sklearn-digits", train, test, names, N_TASKS, seed,
+                        info={"source": "scikit-learn load_digits (8x8, upsampled to 32x32), fixed 80/20 split"})
+
+
+def _fmnist(data_root: Path, seed: int, cache_dir: Path):
+    train, test, names = datasets.load_fashion_mnist(data_root)
+    return split_stream("fmnist-5", "fashion-mnist", train, test, names, N_TASKS, seed,
+                        info={"source": "Fashion-MNIST (28x28, resized to 32x32 bilinear)"})
+
+
+def _cifar10(data_root: Path, seed: int, cache_dir: Path):
+    train, test, names = datasets.load_cifar10(data_root, cache_dir)
+    return split_stream("cifar10-5", "cifar-10", train, test, names, N_TASKS, seed,
+                        info={"source": "CIFAR-10 (32x32)"})
+
+
+@hookimpl
+def cldiff_bench_streams():
+    return [
+        StreamSpec("digits-5", "scikit-learn's bundled 8x8 digits, 5 tasks of 2 classes; needs no download",
+                   _digits, needs_data=False, paper_model="paper-fmnist", paper_epochs=100, paper_batch_size=128,
+                   fid_steps=10),
+        StreamSpec("fmnist-5", "Fashion-MNIST, 5 tasks of 2 classes (Avalanche SplitFMNIST order)", _fmnist,
+                   paper_model="paper-fmnist", paper_epochs=100, paper_batch_size=128, fid_steps=10),
+        StreamSpec("cifar10-5", "CIFAR-10, 5 tasks of 2 classes (Avalanche SplitCIFAR10 order)", _cifar10,
+                   paper_model="paper-cifar10", paper_epochs=200, paper_batch_size=64, fid_steps=20),
+    ]
+
+
+@hookimpl
+def cldiff_bench_model_presets():
+    return dict(MODEL_PRESETS)

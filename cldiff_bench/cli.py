@@ -1,0 +1,167 @@
+"""Command line: `cldiff-bench run | list | train-evaluator`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}")
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be non-negative integers, got {text!r}")
+    return seeds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cldiff-bench", description="Continual learning of diffusion models: "
+                                     "train strategies on class-incremental streams and compare them.")
+    parser.add_argument("--version", action="version", version=f"cldiff-bench {__version__}")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="also load plugins from this importable module (repeatable)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train a strategy on a stream, evaluating after every task")
+    run.add_argument("--strategy", required=True, help="strategy name (see `cldiff-bench list`)")
+    run.add_argument("--stream", required=True, help="stream name (see `cldiff-bench list`)")
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=None, help="seed of the run (default 0)")
+    seeds.add_argument("--seeds", type=_seeds, default=None, help="several seeds, e.g. 0,1,2: one result each")
+    run.add_argument("--profile", default="small", help="budget: paper, small or tiny (default small)")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    run.add_argument("--out", type=Path, default=Path("runs"), help="output root (default ./runs)")
+    run.add_argument("--data-root", default=None,
+                     help="where data sets live (default: $CLDIFF_BENCH_DATA, else the cache dir's data/)")
+    run.add_argument("--cache-dir", default=None, help="caches (default: $CLDIFF_BENCH_CACHE or ~/.cache/cldiff-bench)")
+    strat = run.add_argument_group("strategy options (defaults: the study's, per stream)")
+    strat.add_argument("--lambda", dest="lam", type=float, default=None, help="replay loss weight")
+    strat.add_argument("--teacher-steps", type=int, default=None, help="DDIM steps of the teacher's replay samples")
+    strat.add_argument("--teacher-eta", type=float, default=None, help="DDIM eta of the teacher's replay samples")
+    budget = run.add_argument_group("budget overrides (defaults: the profile's)")
+    budget.add_argument("--model", default=None, help="model preset (see `cldiff-bench list`)")
+    budget.add_argument("--epochs", type=float, default=None, help="epochs per task")
+    budget.add_argument("--iterations", type=int, default=None, help="a fixed number of iterations per task")
+    budget.add_argument("--batch-size", type=int, default=None)
+    ev = run.add_argument_group("evaluation")
+    ev.add_argument("--no-eval", action="store_true", help="skip the metrics (sample grids are still written)")
+    ev.add_argument("--extractor", default=None, help="FID features: classifier, inception or inception-offline")
+    ev.add_argument("--num-generated", type=int, default=None, help="generated samples for FID and KLD")
+    ev.add_argument("--inception-weights", default=None, help="local weights file for the inception extractor")
+    rel = run.add_argument_group("checkpoints")
+    rel.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    rel.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N iterations in a task")
+    rel.add_argument("--force", action="store_true", help="overwrite a run directory of another configuration")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    sub.add_parser("list", help="strategies, streams, model presets and profiles, and where each comes from")
+
+    te = sub.add_parser("train-evaluator", help="train (or show) the evaluation classifier of a stream's data set")
+    te.add_argument("--stream", required=True)
+    te.add_argument("--profile", default="small", help="whose classifier settings to use (default small)")
+    te.add_argument("--data-root", default=None)
+    te.add_argument("--cache-dir", default=None)
+    te.add_argument("--device", default="auto")
+    te.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def cmd_run(args, registry) -> int:
+    from .runner import RunConfig, run
+
+    evaluation = {k: v for k, v in {"extractor": args.extractor, "num_generated": args.num_generated,
+                                     "inception_weights": args.inception_weights}.items() if v is not None}
+    if args.num_generated is not None and args.num_generated <= 0:
+        raise UserError(f"--num-generated must be positive, got {args.num_generated}")
+    seeds = args.seeds if args.seeds is not None else [args.seed if args.seed is not None else 0]
+    for seed in seeds:
+        if seed < 0:
+            raise UserError(f"--seed must be non-negative, got {seed}")
+        cfg = RunConfig(strategy=args.strategy, stream=args.stream, seed=seed, profile=args.profile,
+                        device=args.device, out=args.out, data_root=args.data_root, cache_dir=args.cache_dir,
+                        strategy_options={"lambda": args.lam, "teacher_steps": args.teacher_steps,
+                                          "teacher_eta": args.teacher_eta},
+                        model=args.model, epochs=args.epochs, iterations=args.iterations,
+                        batch_size=args.batch_size, evaluation=evaluation, evaluate=not args.no_eval,
+                        checkpoint_every=args.checkpoint_every, resume=args.resume, force=args.force,
+                        progress=not args.no_progress)
+        path = run(cfg, registry)
+        print(path)
+    return 0
+
+
+def cmd_list(args, registry) -> int:
+    from tabulate import tabulate
+
+    from .diffusion.unet import UNet, count_parameters, model_config
+    from .profiles import PROFILES
+
+    strategies = registry.entries("strategy")
+    print("Strategies")
+    print(tabulate([[n, e.obj.description, ", ".join(f"{k}={v.default}" for k, v in e.obj.options.items()) or "-",
+                     e.source] for n, e in sorted(strategies.items())],
+                   headers=["name", "description", "options (default)", "from"]))
+    print("\nStreams")
+    print(tabulate([[n, e.obj.description, "no" if not e.obj.needs_data else "yes", e.source]
+                    for n, e in sorted(registry.entries("stream").items())],
+                   headers=["name", "description", "needs data", "from"]))
+    print("\nModel presets")
+    rows = []
+    for n, e in sorted(registry.entries("model preset").items()):
+        cfg = model_config(n, e.obj, e.obj.get("in_channels", 1))
+        rows.append([n, cfg.in_channels if "in_channels" in e.obj else "any", "/".join(map(str, cfg.channels)),
+                     cfg.layers_per_block, ",".join(str(32 >> a) + "px" for a in cfg.attention_levels) + "+mid",
+                     f"{count_parameters(UNet(cfg)) / 1e6:.2f}M", e.source])
+    print(tabulate(rows, headers=["name", "in ch", "channels", "res/level", "attention", "parameters", "from"]))
+    print("\nProfiles")
+    print(tabulate([[p.name, p.description] for p in PROFILES.values()], headers=["name", "budget"]))
+    if registry.load_errors:
+        print("\nPlugins that failed to load")
+        for line in registry.load_errors:
+            print(f"  {line}")
+    return 0
+
+
+def cmd_train_evaluator(args, registry) -> int:
+    from .evaluation import EvalSettings, train_evaluation_classifier
+    from .paths import cache_dir as default_cache_dir
+    from .profiles import get_profile
+    from .runner import resolve_device
+    from .streams.datasets import resolve_data_root
+
+    spec = registry.stream(args.stream)
+    cache = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+    stream = spec.build(resolve_data_root(args.data_root), args.seed, cache)
+    settings = EvalSettings(**get_profile(args.profile).evaluation)
+    _, info = train_evaluation_classifier(stream, settings, cache, resolve_device(args.device), args.seed)
+    print(info)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "train-evaluator": cmd_train_evaluator}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        from .registry import load_registry
+        registry = load_registry(args.plugin)
+        for line in registry.load_errors:
+            print(f"cldiff-bench: warning: {line}", file=sys.stderr)
+        return COMMANDS[args.command](args, registry)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"cldiff-bench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The diffusion core a strategy receives: the student U-Net, the schedule, samplers, teachers and the cost meter.
+
+Strategies never build networks or samplers themselves; they ask the core, so every strategy trains and samples
+through exactly the same code, and every network evaluation is counted.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .cost import CostMeter
+from .diffusion import DDIMSampler, NoiseSchedule, UNet, UNetConfig
+from .diffusion.seeding import derive_seed
+
+SEED_PURPOSE_INIT = 0x1A17
+
+
+class DiffusionCore:
+    def __init__(self, config: UNetConfig, image_shape: tuple[int, int, int], device: torch.device,
+                 meter: CostMeter | None = None, init_seed: int = 0):
+        self.config = config
+        self.image_shape = tuple(image_shape)
+        self.device = torch.device(device)
+        self.meter = meter or CostMeter(self.device)
+        # Initialise from a keyed generator so the weights depend on the seed alone, not on earlier global draws.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(init_seed, SEED_PURPOSE_INIT))
+            self.model = UNet(config)
+        self.model.to(self.device)
+        self.meter.watch(self.model, "student")
+        self.schedule = NoiseSchedule(device=self.device)
+        self._samplers: dict[tuple[int, float], DDIMSampler] = {}
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.schedule.num_timesteps
+
+    def sampler(self, steps: int, eta: float = 0.0) -> DDIMSampler:
+        """Samplers are built once per (steps, eta) and reused: their grids live on the device."""
+        key = (int(steps), float(eta))
+        if key not in self._samplers:
+            self._samplers[key] = DDIMSampler(self.schedule, steps, eta)
+        return self._samplers[key]
+
+    def make_teacher(self, state_dict: dict | None = None) -> nn.Module:
+        """A frozen copy of the current student (or of `state_dict`): eval mode, no gradients, its forwards
+        counted as teacher NFEs."""
+        teacher = UNet(self.config).to(self.device)
+        teacher.load_state_dict(state_dict if state_dict is not None else self.model.state_dict())
+        teacher.eval().requires_grad_(False)
+        self.meter.watch(teacher, "teacher")
+        return teacher
+
+    @torch.no_grad()
+    def generate(self, model: nn.Module, seeds: list[int], steps: int, eta: float = 0.0) -> torch.Tensor:
+        """DDIM samples in [-1, 1], image i determined by seeds[i]."""
+        was_training = model.training
+        model.eval()
+        try:
+            images = self.sampler(steps, eta).sample(model, seeds, self.image_shape, device=self.device)
+        finally:
+            model.train(was_training)
+        self.meter.add_generated(len(seeds))
+        return images
+
+    def training_targets(self, x0: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_t, t, noise) for the epsilon-prediction loss: t ~ U{0..T-1}, noise ~ N(0, I), from generator g."""
+        n = x0.shape[0]
+        t = torch.randint(0, self.num_timesteps, (n,), generator=g).to(self.device)
+        noise = torch.randn(x0.shape, generator=g).to(self.device)
+        return self.schedule.add_noise(x0, noise, t), t, noise

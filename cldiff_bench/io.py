@@ -1,0 +1,56 @@
+"""Atomic writes and safe loads: a partially written file is never read as valid, and no file unpickles code."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is corrupt (not valid JSON: {exc})") from exc
+
+
+def load_tensors(path: Path, map_location="cpu") -> Any:
+    """torch.load with weights_only=True: tensors and plain containers only, never code."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise UserError(f"{path} is corrupt or not a cldiff-bench file ({type(exc).__name__}: {exc})") from exc

@@ -1,0 +1,6 @@
+"""Plugin registry: pluggy hooks, entry-point discovery and typed look-ups of strategies, streams and presets."""
+from .hookspecs import ENTRY_POINT_GROUP, hookimpl, hookspec
+from .manager import Entry, Registry, load_registry
+from .specs import StreamSpec
+
+__all__ = ["ENTRY_POINT_GROUP", "hookimpl", "hookspec", "Entry", "Registry", "load_registry", "StreamSpec"]

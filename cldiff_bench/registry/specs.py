@@ -1,0 +1,22 @@
+"""What a stream plugin registers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..streams.base import Stream
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    description: str
+    build: Callable[[Path, int, Path], Stream]  # (data_root, seed, cache_dir) -> Stream
+    needs_data: bool = True  # False for streams that ship with the suite or its dependencies
+    # The study's settings for this data set: paper-profile model and budget, metric sampling steps.
+    paper_model: str = "paper-fmnist"
+    paper_epochs: int = 100
+    paper_batch_size: int = 128
+    fid_steps: int = 10
+    extra: dict = field(default_factory=dict)

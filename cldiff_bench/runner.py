@@ -1,0 +1,348 @@
+"""`cldiff-bench run`: train a strategy task by task on a stream, evaluate after every task, write the result.
+
+All randomness is keyed (seed, task, iteration, purpose), so a run resumed from a checkpoint draws exactly what
+the uninterrupted run drew: data order, noise, timesteps, replay samples and evaluation samples.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .core import DiffusionCore
+from .cost import CostMeter, device_name
+from .diffusion.seeding import derive_seeds, generator
+from .diffusion.unet import count_parameters, model_config
+from .errors import UserError
+from .io import atomic_write_json, read_json
+from .paths import cache_dir as default_cache_dir
+from .profiles import get_profile, resolve_budget
+from .registry import Registry
+from .results import build_result, result_path
+from .strategy import Batch
+from .streams.base import to_model_range
+from .streams.datasets import resolve_data_root
+
+LEARNING_RATE = 2e-4
+GRAD_CLIP = 1.0
+PURPOSE_DATA_ORDER = 10
+PURPOSE_GRID = 11
+CONFIG_NAME = "config.json"
+
+
+@dataclass
+class RunConfig:
+    strategy: str
+    stream: str
+    seed: int = 0
+    profile: str = "small"
+    device: str = "auto"
+    out: Path = Path("runs")
+    data_root: str | None = None
+    cache_dir: str | None = None
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    epochs: float | None = None
+    iterations: int | None = None        # a fixed number of iterations per task instead of epochs
+    batch_size: int | None = None
+    evaluation: dict[str, Any] = field(default_factory=dict)  # EvalSettings overrides
+    evaluate: bool = True
+    checkpoint_every: int = 0            # also checkpoint every N iterations inside a task (0: only after tasks)
+    resume: bool = False
+    force: bool = False
+    progress: bool = True
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {requested} requested, but no CUDA GPU is available here (use --device cpu)")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda[:N], got {requested!r}")
+    return torch.device(requested)
+
+
+def _check_positive(name: str, value, allow_none=True):
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise UserError(f"{name} must be positive, got {value}")
+
+
+def config_hash(resolved: dict) -> str:
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Run:
+    """One (strategy, stream, profile, seed) cell: set up, train task by task, evaluate, checkpoint, write."""
+
+    def __init__(self, cfg: RunConfig, registry: Registry):
+        for name in ("epochs", "iterations", "batch_size", "checkpoint_every"):
+            _check_positive(f"--{name.replace('_', '-')}", getattr(cfg, name) or None)
+        self.cfg = cfg
+        self.spec = registry.stream(cfg.stream)
+        self.strategy_cls = registry.strategy(cfg.strategy)
+        profile = get_profile(cfg.profile)
+        budget = resolve_budget(profile, self.spec)
+        for key in ("model", "epochs", "batch_size"):
+            if getattr(cfg, key) is not None:
+                budget[key] = getattr(cfg, key)
+        budget["iterations"] = cfg.iterations
+        self.budget = budget
+        self.device = resolve_device(cfg.device)
+        self.cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+        if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
+            raise UserError(f"--data-root {cfg.data_root} does not exist")
+        self.data_root = resolve_data_root(cfg.data_root)
+        self.options = self.strategy_cls.resolve_options(cfg.stream, cfg.strategy_options)
+        self.preset = registry.model_preset(budget["model"])
+        self.eval_overrides = {**profile.evaluation, "fid_steps": self.spec.fid_steps, **cfg.evaluation}
+        self.run_dir = Path(cfg.out) / cfg.stream / cfg.profile / cfg.strategy / f"seed{cfg.seed}"
+
+    # --- setup ---------------------------------------------------------------------------------------------------
+    def resolved_config(self, stream, unet_cfg) -> dict:
+        return {
+            "strategy": self.cfg.strategy, "strategy_options": self.options, "stream": self.cfg.stream,
+            "seed": self.cfg.seed, "budget": self.budget,
+            "model": {"preset": self.budget["model"], **unet_cfg.to_dict()},
+            "optimizer": {"name": "adam", "lr": LEARNING_RATE, "reset_per_task": True, "grad_clip": GRAD_CLIP},
+            "diffusion": {**self.core.schedule.config, "prediction": "epsilon", "loss": "mse"},
+            "evaluation": self.eval_overrides if self.cfg.evaluate else None,
+            "class_order": list(stream.class_order),
+        }
+
+    def _prepare_run_dir(self, resolved: dict) -> None:
+        cfg_file = self.run_dir / CONFIG_NAME
+        digest = config_hash(resolved)
+        if cfg_file.is_file():
+            existing = read_json(cfg_file)
+            if existing.get("config_hash") != digest and not self.cfg.force:
+                raise UserError(f"{self.run_dir} holds a run with another configuration "
+                                f"({existing.get('config_hash')} != {digest}); use another --out or --force")
+            if self.cfg.force or not self.cfg.resume:
+                self._clear_run_dir()
+        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
+            if not self.cfg.force:
+                raise UserError(f"{self.run_dir} is not empty and holds no cldiff-bench run; use --force")
+            self._clear_run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cfg_file, {"config_hash": digest, "config": resolved})
+        self.config_digest = digest
+
+    def _clear_run_dir(self) -> None:
+        for name in (CHECKPOINT_NAME, "result.json", "samples"):
+            path = self.run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+    # --- main loop -----------------------------------------------------------------------------------------------
+    def execute(self) -> Path:
+        cfg = self.cfg
+        say = tqdm.write if cfg.progress else (lambda *_: None)
+        started = time.time()
+        stream = self.spec.build(self.data_root, cfg.seed, self.cache_dir)
+        self.stream = stream
+        unet_cfg = model_config(self.budget["model"], self.preset, stream.image_shape[0])
+        self.meter = CostMeter(self.device)
+        self.core = DiffusionCore(unet_cfg, stream.image_shape, self.device, self.meter, init_seed=cfg.seed)
+        self.strategy = self.strategy_cls(self.core, self.options)
+        resolved = self.resolved_config(stream, unet_cfg)
+        self.evaluator = self._make_evaluator() if cfg.evaluate else None
+        if cfg.resume and (self.run_dir / CHECKPOINT_NAME).is_file():
+            self._prepare_run_dir(resolved)
+            position = self._restore()
+            say(f"resuming {self.run_dir} at task {position['task']}, iteration {position['iteration']}")
+        else:
+            self._prepare_run_dir(resolved)
+            position = {"task": 0, "iteration": 0, "optimizer": None}
+            self.records: list[dict] = []
+            self.previous_model_state = None
+        say(f"{cfg.strategy} on {cfg.stream} ({cfg.profile}), seed {cfg.seed}: {stream.num_tasks} tasks, "
+            f"classes {[t.classes for t in stream.tasks]}, model {self.budget['model']} "
+            f"({count_parameters(self.core.model) / 1e6:.2f}M parameters), device {device_name(self.device)}")
+
+        for k in range(position["task"], stream.num_tasks):
+            resume_at = position if k == position["task"] else {"iteration": 0, "optimizer": None}
+            before = self.meter.snapshot()
+            self.meter.reset_peak_memory()
+            train_log = self._train_task(k, resume_at["iteration"], resume_at["optimizer"],
+                                         resume_at.get("loss_sums"))
+            metrics = self._evaluate(k)
+            grid = self._save_grid(k)
+            cost = CostMeter.difference(self.meter.snapshot(), before)
+            cost.update(self.meter.peak_memory())
+            self.records.append({"task": k, "classes": stream.tasks[k].classes, "train": train_log,
+                                 "metrics": metrics, "cost": cost, "sample_grid": grid})
+            if self.strategy.solver_mode == "replay":
+                self.previous_model_state = {n: v.detach().cpu().clone()
+                                             for n, v in self.core.model.state_dict().items()}
+            self._checkpoint({"task": k + 1, "iteration": 0}, optimizer=None)
+            say(f"task {k} done: " + ", ".join(f"{m}={v:.4g}" for m, v in metrics.items()
+                                               if isinstance(v, float)))
+
+        result = build_result(self, resolved, stream, wall_seconds=time.time() - started)
+        path = result_path(self.run_dir)
+        atomic_write_json(path, result)
+        say(f"result written to {path}")
+        return path
+
+    def _task_iterations(self, n_images: int) -> tuple[int, int]:
+        batch = self.budget["batch_size"]
+        per_epoch = math.ceil(n_images / batch)
+        if self.budget["iterations"]:
+            return self.budget["iterations"], per_epoch
+        return max(1, math.ceil(self.budget["epochs"] * per_epoch)), per_epoch
+
+    def _train_task(self, k: int, start: int, optimizer_state, loss_sums: dict | None) -> dict:
+        data = self.strategy.training_data(self.stream, k)
+        total, per_epoch = self._task_iterations(len(data))
+        batch_size = self.budget["batch_size"]
+        model = self.core.model
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)  # reset at every task, as the study
+        if start == 0:
+            self.strategy.begin_task(k)
+        elif optimizer_state is not None:
+            optimizer.load_state_dict(optimizer_state)
+        sums: dict[str, float] = dict(loss_sums or {})
+        perm_epoch, perm = -1, None
+        bar = tqdm(range(start, total), desc=f"task {k}", unit="it", disable=not self.cfg.progress,
+                   initial=start, total=total, dynamic_ncols=True, mininterval=1)
+        stop = StopRequest()
+        try:
+            for it in bar:
+                epoch, pos = divmod(it, per_epoch)
+                if epoch != perm_epoch:
+                    perm = torch.randperm(len(data), generator=generator(self.cfg.seed, k, epoch, PURPOSE_DATA_ORDER))
+                    perm_epoch = epoch
+                idx = perm[pos * batch_size:(pos + 1) * batch_size]
+                batch = Batch(x0=to_model_range(data.images[idx]).to(self.device), labels=data.labels[idx],
+                              task=k, iteration=it, seed=self.cfg.seed)
+                with self.meter.phase("train"):
+                    terms = self.strategy.batch_loss(batch)
+                    if not torch.isfinite(terms.total):
+                        raise UserError(f"the loss became {float(terms.total)} at task {k}, iteration {it}; the "
+                                        f"last good checkpoint is kept in {self.run_dir}")
+                    optimizer.zero_grad(set_to_none=True)
+                    terms.total.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+                    optimizer.step()
+                values = terms.as_floats()
+                for name, v in values.items():
+                    sums[name] = sums.get(name, 0.0) + v
+                if it % 20 == 0:
+                    bar.set_postfix(loss=f"{values['loss']:.4f}")
+                periodic = self.cfg.checkpoint_every and (it + 1) % self.cfg.checkpoint_every == 0
+                if (periodic or stop.requested) and it + 1 < total:
+                    self._checkpoint({"task": k, "iteration": it + 1, "loss_sums": dict(sums)},
+                                     optimizer=optimizer.state_dict())
+                if stop.requested:
+                    raise UserError(f"interrupted at task {k}, iteration {it + 1}; checkpoint written to "
+                                    f"{self.run_dir}, continue with --resume")
+        finally:
+            stop.restore()
+            bar.close()
+        self.strategy.end_task(k)
+        return {"iterations": total, "epochs": total / per_epoch, "images": len(data), "batch_size": batch_size,
+                "mean_losses": {n: v / total for n, v in sums.items()}}
+
+    # --- evaluation ----------------------------------------------------------------------------------------------
+    def _make_evaluator(self):
+        from .evaluation import EvalSettings, Evaluator
+        try:
+            settings = EvalSettings(**self.eval_overrides)
+        except TypeError as exc:
+            raise UserError(f"bad evaluation setting: {exc}") from exc
+        return Evaluator(self.stream, settings, self.cache_dir, self.device, self.cfg.seed, self.meter,
+                         progress=self.cfg.progress)
+
+    def _generator_for(self, model):
+        steps = self.eval_overrides["fid_steps"]
+        return lambda seeds: self.core.generate(model, list(seeds), steps)
+
+    def _evaluate(self, k: int) -> dict:
+        if self.evaluator is None:
+            return {}
+        previous = None
+        if self.strategy.solver_mode == "replay" and self.previous_model_state is not None:
+            previous = self._generator_for(self.core.make_teacher(self.previous_model_state))
+        return self.evaluator.after_task(k, self._generator_for(self.core.model), previous, self.strategy.solver_mode)
+
+    def _save_grid(self, k: int) -> str:
+        from torchvision.utils import save_image
+        n = self.budget["grid_samples"]
+        with self.meter.phase("evaluation"):
+            # The same seeds after every task, so the grids show how the same samples change over the stream.
+            images = self.core.generate(self.core.model, derive_seeds(n, self.cfg.seed, PURPOSE_GRID),
+                                        self.eval_overrides["fid_steps"])
+        rel = f"samples/task{k}.png"
+        path = self.run_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.png")
+        save_image((images + 1) / 2, tmp, nrow=int(math.ceil(math.sqrt(n))), padding=1)
+        tmp.replace(path)
+        return rel
+
+    # --- checkpoints ---------------------------------------------------------------------------------------------
+    def _checkpoint(self, position: dict, optimizer) -> None:
+        save_checkpoint(self.run_dir / CHECKPOINT_NAME, {
+            "suite_version": __version__, "config_hash": self.config_digest, "strategy": self.cfg.strategy,
+            "model_preset": self.budget["model"], "position": position,
+            "model": self.core.model.state_dict(), "optimizer": optimizer,
+            "strategy_state": self.strategy.state_dict(),
+            "evaluator": self.evaluator.state_dict() if self.evaluator is not None else None,
+            "previous_model": self.previous_model_state, "meter": self.meter.state_dict(),
+            "records_json": json.dumps(self.records),
+        })
+
+    def _restore(self) -> dict:
+        state = load_checkpoint(self.run_dir / CHECKPOINT_NAME, expect={
+            "suite_version": __version__, "config_hash": self.config_digest, "strategy": self.cfg.strategy,
+            "model_preset": self.budget["model"]})
+        self.core.model.load_state_dict(state["model"])
+        self.strategy.load_state_dict(state["strategy_state"])
+        if self.evaluator is not None and state["evaluator"] is not None:
+            self.evaluator.load_state_dict(state["evaluator"])
+        self.previous_model_state = state["previous_model"]
+        self.meter.load_state_dict(state["meter"])
+        self.records = json.loads(state["records_json"])
+        return {**state["position"], "optimizer": state["optimizer"]}
+
+
+class StopRequest:
+    """Ctrl-C during training finishes the current iteration, writes a checkpoint and stops cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave the default behaviour
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write("interrupt: finishing this iteration and writing a checkpoint (Ctrl-C again to abort)")
+
+    def restore(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def run(cfg: RunConfig, registry: Registry) -> Path:
+    return Run(cfg, registry).execute()

@@ -1,0 +1,123 @@
+"""The strategy protocol: what a continual-learning strategy for diffusion models is, in four calls.
+
+    begin_task(k)        set up for task k (take a teacher, ...)
+    batch_loss(batch)    the loss of one batch of task k (the trainer does backward, clipping and the step)
+    end_task(k)          finish task k
+    state_dict() / load_state_dict(state)   everything needed to resume mid-run
+
+plus `training_data(stream, k)` (what task k trains on: the task itself, or for `joint` the union so far).
+Built-in and third-party strategies implement this protocol and are registered through the same plugin hook.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from .core import DiffusionCore
+from .diffusion.seeding import derive_seeds, generator
+from .errors import UserError
+from .streams.base import ImageSet, Stream
+
+# Purposes that key the random draws of one iteration (see diffusion/seeding.py).
+PURPOSE_DATA_NOISE = 1
+PURPOSE_REPLAY_SAMPLES = 2
+PURPOSE_REPLAY_NOISE = 3
+
+
+@dataclass
+class Batch:
+    """One batch of the current task, with what is needed to draw this iteration's randomness reproducibly."""
+    x0: torch.Tensor       # float images in [-1, 1] on the device
+    labels: torch.Tensor
+    task: int
+    iteration: int
+    seed: int
+
+    def generator(self, purpose: int) -> torch.Generator:
+        return generator(self.seed, self.task, self.iteration, purpose)
+
+    def sample_seeds(self, n: int, purpose: int) -> list[int]:
+        return derive_seeds(n, self.seed, self.task, self.iteration, purpose)
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    data: torch.Tensor
+    replay: torch.Tensor | None = None
+
+    def as_floats(self) -> dict[str, float]:
+        out = {"loss": float(self.total.detach()), "data_loss": float(self.data.detach())}
+        if self.replay is not None:
+            out["replay_loss"] = float(self.replay.detach())
+        return out
+
+
+@dataclass(frozen=True)
+class Option:
+    """A strategy option: its default, and per-stream defaults where the study used different values."""
+    default: Any
+    help: str
+    per_stream: dict | None = None
+    minimum: float | None = None
+
+    def default_for(self, stream_name: str) -> Any:
+        return (self.per_stream or {}).get(stream_name, self.default)
+
+
+class Strategy:
+    """Base class with the protocol's defaults: train on the current task with the plain diffusion loss."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    # How the evaluator's replay-trained classifier ("solver") learns alongside this strategy:
+    # "replay" (generative replay from the previous model), "none" (current task only) or "joint" (union so far).
+    solver_mode: ClassVar[str] = "replay"
+    options: ClassVar[dict[str, Option]] = {}
+
+    def __init__(self, core: DiffusionCore, options: dict[str, Any] | None = None):
+        self.core = core
+        self.opts = dict(options or {})
+        self.task = 0
+
+    # --- options -------------------------------------------------------------------------------------------------
+    @classmethod
+    def resolve_options(cls, stream_name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Defaults for this stream, overridden by the user's values; unknown or out-of-range values refused."""
+        unknown = sorted(k for k, v in overrides.items() if v is not None and k not in cls.options)
+        if unknown:
+            known = ", ".join(sorted(cls.options)) or "none"
+            raise UserError(f"strategy {cls.name!r} takes no option {', '.join(unknown)} (its options: {known})")
+        resolved = {k: opt.default_for(stream_name) for k, opt in cls.options.items()}
+        resolved.update({k: v for k, v in overrides.items() if v is not None})
+        for k, opt in cls.options.items():
+            if opt.minimum is not None and resolved[k] < opt.minimum:
+                raise UserError(f"option {k} of strategy {cls.name!r} must be >= {opt.minimum}, got {resolved[k]}")
+        return resolved
+
+    # --- protocol ------------------------------------------------------------------------------------------------
+    def training_data(self, stream: Stream, k: int) -> ImageSet:
+        return stream.tasks[k].train
+
+    def begin_task(self, k: int) -> None:
+        self.task = k
+
+    def batch_loss(self, batch: Batch) -> LossTerms:
+        x_t, t, noise = self.core.training_targets(batch.x0, batch.generator(PURPOSE_DATA_NOISE))
+        loss = F.mse_loss(self.core.model(x_t, t), noise)
+        return LossTerms(total=loss, data=loss)
+
+    def end_task(self, k: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"task": self.task}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.task = int(state["task"])
+
+    def describe(self) -> dict:
+        return {"name": self.name, "options": dict(self.opts), "solver_mode": self.solver_mode}
