@@ -17,7 +17,7 @@ EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # Zero terminal SNR makes alpha_bar at t = T-1 exactly 0, so x0 = (x - sqrt(1-a) eps) / sqrt(a) divides by zero.
 # The original code adds 1e-8 under the square root and relies on the clamp of x0 to [-1, 1]; we floor alpha_bar at
-# the same value, which is identical at t = T-1 and leaves every other step exact.
+# the same value: identical at t = T-1, and exact wherever alpha_bar >= 1e-8 (every t < 998).
 ALPHA_BAR_FLOOR = 1e-8
 
 

@@ -1,0 +1,36 @@
+"""Small builders shared by the tests: a tiny diffusion core and batches on synthetic images."""
+from __future__ import annotations
+
+import torch
+
+from cldiff_bench.core import DiffusionCore
+from cldiff_bench.diffusion.unet import UNetConfig
+from cldiff_bench.strategy import Batch
+
+# Smaller than the `tiny` preset, still a real U-Net with attention: fast enough to run many strategy steps.
+MICRO_UNET = UNetConfig(in_channels=1, channels=(8, 16), layers_per_block=1, attention_levels=(1,), norm_groups=4,
+                        attention_head_dim=8)
+
+
+def micro_core(seed: int = 0) -> DiffusionCore:
+    return DiffusionCore(MICRO_UNET, (1, 32, 32), torch.device("cpu"), init_seed=seed)
+
+
+def batch(task: int, iteration: int, n: int = 4, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(1000 * task + iteration)
+    x0 = torch.rand(n, 1, 32, 32, generator=g) * 2 - 1
+    return Batch(x0=x0, labels=torch.zeros(n, dtype=torch.long), task=task, iteration=iteration, seed=seed)
+
+
+class InputRecorder:
+    """Records what a network was called with and what it returned (observation only, the call is unchanged)."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        self.calls.append((args[0].detach().clone(), args[1].detach().clone(), output.detach().clone()))
+
+    def remove(self):
+        self.handle.remove()
