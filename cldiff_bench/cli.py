@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seeds", type=_seeds, default=None, help="several seeds, e.g. 0,1,2: one result each")
     run.add_argument("--profile", default="small", help="budget: paper, small or tiny (default small)")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    run.add_argument("--precision", default="auto",
+                     help="U-Net precision: auto (bfloat16 autocast where supported), fp32 or bf16 (default auto)")
     run.add_argument("--out", type=Path, default=Path("runs"), help="output root (default ./runs)")
     run.add_argument("--data-root", default=None,
                      help="where data sets live (default: $CLDIFF_BENCH_DATA, else the cache dir's data/)")
@@ -84,7 +86,7 @@ def cmd_run(args, registry) -> int:
         if seed < 0:
             raise UserError(f"--seed must be non-negative, got {seed}")
         cfg = RunConfig(strategy=args.strategy, stream=args.stream, seed=seed, profile=args.profile,
-                        device=args.device, out=args.out, data_root=args.data_root, cache_dir=args.cache_dir,
+                        device=args.device, precision=args.precision, out=args.out, data_root=args.data_root, cache_dir=args.cache_dir,
                         strategy_options={"lambda": args.lam, "teacher_steps": args.teacher_steps,
                                           "teacher_eta": args.teacher_eta},
                         model=args.model, epochs=args.epochs, iterations=args.iterations,

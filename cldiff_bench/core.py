@@ -13,11 +13,36 @@ from .diffusion import DDIMSampler, NoiseSchedule, UNet, UNetConfig
 from .diffusion.seeding import derive_seed
 
 SEED_PURPOSE_INIT = 0x1A17
+PRECISIONS = ("fp32", "bf16")
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bfloat16 dot products (AVX512-BF16 or AMX); elsewhere bfloat16 is emulated and slower than float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    if requested == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cpu_supports_bf16() else "fp32"
+    if requested not in PRECISIONS:
+        from .errors import UserError
+        raise UserError(f"--precision must be auto, fp32 or bf16, got {requested!r}")
+    return requested
 
 
 class DiffusionCore:
     def __init__(self, config: UNetConfig, image_shape: tuple[int, int, int], device: torch.device,
-                 meter: CostMeter | None = None, init_seed: int = 0):
+                 meter: CostMeter | None = None, init_seed: int = 0, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
         self.config = config
         self.image_shape = tuple(image_shape)
         self.device = torch.device(device)
@@ -30,6 +55,11 @@ class DiffusionCore:
         self.meter.watch(self.model, "student")
         self.schedule = NoiseSchedule(device=self.device)
         self._samplers: dict[tuple[int, float], DDIMSampler] = {}
+
+    def autocast(self):
+        """The U-Net's mixed precision: bfloat16 matmuls and convolutions under autocast; the schedule, the sampler
+        arithmetic, the losses and the optimizer stay in float32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @property
     def num_timesteps(self) -> int:
@@ -57,7 +87,8 @@ class DiffusionCore:
         was_training = model.training
         model.eval()
         try:
-            images = self.sampler(steps, eta).sample(model, seeds, self.image_shape, device=self.device)
+            with self.autocast():
+                images = self.sampler(steps, eta).sample(model, seeds, self.image_shape, device=self.device)
         finally:
             model.train(was_training)
         self.meter.add_generated(len(seeds))

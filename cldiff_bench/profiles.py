@@ -30,16 +30,17 @@ PROFILES: dict[str, Profile] = {
         evaluation=dict(extractor="inception", num_generated=10000, batch_size=500, classifier_arch="resnet18",
                         classifier_epochs=15, solver_epochs=5)),
     "small": Profile(
-        "small", "CPU-sized: 4.3M-parameter U-Net, 6 epochs per task at batch 64, 1,000 samples for the metrics "
-        "with the evaluation classifier's features",
-        model="small", epochs=6, batch_size=64,
+        "small", "CPU-sized: 1.1M-parameter U-Net, 2 epochs per task at batch 64, 1,000 samples for the metrics "
+        "with the evaluation classifier's features; the solver sees 3,200 images per task",
+        model="small", epochs=2, batch_size=64,
         evaluation=dict(extractor="classifier", num_generated=1000, batch_size=250, classifier_arch="cnn",
-                        classifier_epochs=3, solver_epochs=1)),
+                        classifier_epochs=3, solver_epochs=1, solver_max_images=3200)),
     "tiny": Profile(
-        "tiny", "smoke test: 0.3M-parameter U-Net, 2 epochs per task at batch 32, 200 samples for the metrics",
+        "tiny", "smoke test: 0.3M-parameter U-Net, 2 epochs per task at batch 32, 200 samples for the metrics "
+        "drawn with 4 DDIM steps",
         model="tiny", epochs=2, batch_size=32,
-        evaluation=dict(extractor="classifier", num_generated=200, batch_size=200, classifier_arch="cnn",
-                        classifier_epochs=1, solver_epochs=1),
+        evaluation=dict(extractor="classifier", num_generated=200, batch_size=200, fid_steps=4,
+                        classifier_arch="cnn", classifier_epochs=8, solver_epochs=1),
         grid_samples=16),
 }
 

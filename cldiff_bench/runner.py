@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from .core import DiffusionCore
+from .core import DiffusionCore, resolve_precision
 from .cost import CostMeter, device_name
 from .diffusion.seeding import derive_seeds, generator
 from .diffusion.unet import count_parameters, model_config
@@ -48,6 +48,7 @@ class RunConfig:
     seed: int = 0
     profile: str = "small"
     device: str = "auto"
+    precision: str = "auto"              # auto: bfloat16 autocast where the hardware has it, else float32
     out: Path = Path("runs")
     data_root: str | None = None
     cache_dir: str | None = None
@@ -102,13 +103,14 @@ class Run:
         budget["iterations"] = cfg.iterations
         self.budget = budget
         self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
         self.cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
         if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
             raise UserError(f"--data-root {cfg.data_root} does not exist")
         self.data_root = resolve_data_root(cfg.data_root)
         self.options = self.strategy_cls.resolve_options(cfg.stream, cfg.strategy_options)
         self.preset = registry.model_preset(budget["model"])
-        self.eval_overrides = {**profile.evaluation, "fid_steps": self.spec.fid_steps, **cfg.evaluation}
+        self.eval_overrides = {"fid_steps": self.spec.fid_steps, **profile.evaluation, **cfg.evaluation}
         self.run_dir = Path(cfg.out) / cfg.stream / cfg.profile / cfg.strategy / f"seed{cfg.seed}"
 
     # --- setup ---------------------------------------------------------------------------------------------------
@@ -117,6 +119,7 @@ class Run:
             "strategy": self.cfg.strategy, "strategy_options": self.options, "stream": self.cfg.stream,
             "seed": self.cfg.seed, "budget": self.budget,
             "model": {"preset": self.budget["model"], **unet_cfg.to_dict()},
+            "precision": self.precision,
             "optimizer": {"name": "adam", "lr": LEARNING_RATE, "reset_per_task": True, "grad_clip": GRAD_CLIP},
             "diffusion": {**self.core.schedule.config, "prediction": "epsilon", "loss": "mse"},
             "evaluation": self.eval_overrides if self.cfg.evaluate else None,
@@ -158,7 +161,8 @@ class Run:
         self.stream = stream
         unet_cfg = model_config(self.budget["model"], self.preset, stream.image_shape[0])
         self.meter = CostMeter(self.device)
-        self.core = DiffusionCore(unet_cfg, stream.image_shape, self.device, self.meter, init_seed=cfg.seed)
+        self.core = DiffusionCore(unet_cfg, stream.image_shape, self.device, self.meter, init_seed=cfg.seed,
+                                  precision=self.precision)
         self.strategy = self.strategy_cls(self.core, self.options)
         resolved = self.resolved_config(stream, unet_cfg)
         self.evaluator = self._make_evaluator() if cfg.evaluate else None
@@ -177,7 +181,9 @@ class Run:
 
         for k in range(position["task"], stream.num_tasks):
             resume_at = position if k == position["task"] else {"iteration": 0, "optimizer": None}
-            before = self.meter.snapshot()
+            # A task resumed mid-way is charged from its original start (the snapshot travels in the checkpoint).
+            before = resume_at.get("cost_at_task_start") or self.meter.snapshot()
+            self._cost_at_task_start = before
             self.meter.reset_peak_memory()
             train_log = self._train_task(k, resume_at["iteration"], resume_at["optimizer"],
                                          resume_at.get("loss_sums"))
@@ -233,7 +239,8 @@ class Run:
                 batch = Batch(x0=to_model_range(data.images[idx]).to(self.device), labels=data.labels[idx],
                               task=k, iteration=it, seed=self.cfg.seed)
                 with self.meter.phase("train"):
-                    terms = self.strategy.batch_loss(batch)
+                    with self.core.autocast():
+                        terms = self.strategy.batch_loss(batch)
                     if not torch.isfinite(terms.total):
                         raise UserError(f"the loss became {float(terms.total)} at task {k}, iteration {it}; the "
                                         f"last good checkpoint is kept in {self.run_dir}")
@@ -248,7 +255,8 @@ class Run:
                     bar.set_postfix(loss=f"{values['loss']:.4f}")
                 periodic = self.cfg.checkpoint_every and (it + 1) % self.cfg.checkpoint_every == 0
                 if (periodic or stop.requested) and it + 1 < total:
-                    self._checkpoint({"task": k, "iteration": it + 1, "loss_sums": dict(sums)},
+                    self._checkpoint({"task": k, "iteration": it + 1, "loss_sums": dict(sums),
+                                      "cost_at_task_start": self._cost_at_task_start},
                                      optimizer=optimizer.state_dict())
                 if stop.requested:
                     raise UserError(f"interrupted at task {k}, iteration {it + 1}; checkpoint written to "

@@ -216,7 +216,7 @@ MODEL_PRESETS: dict[str, dict] = {
     "paper-fmnist": dict(in_channels=1, channels=(64, 128, 256, 512), layers_per_block=1, attention_levels=(3,)),
     "paper-cifar10": dict(in_channels=3, channels=(128, 256, 256, 256), layers_per_block=2, attention_levels=(1,)),
     # CPU-sized networks with the same layout (attention at the lowest resolution and in the middle).
-    "small": dict(channels=(32, 64, 128, 128), layers_per_block=1, attention_levels=(3,), norm_groups=16),
+    "small": dict(channels=(16, 32, 64, 64), layers_per_block=1, attention_levels=(3,), norm_groups=8),
     "tiny": dict(channels=(16, 32, 32), layers_per_block=1, attention_levels=(2,), norm_groups=8,
                  attention_head_dim=8),
 }

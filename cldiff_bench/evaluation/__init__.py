@@ -51,6 +51,7 @@ class EvalSettings:
     classifier_epochs: int = 3
     solver_epochs: int = 1                 # the replay-trained classifier ("solver") per task
     solver_batch_size: int = 64
+    solver_max_images: int | None = None   # cap on the solver's training images per task and epoch (None: all)
     solver_lr: float = 1e-3
     kd_temperature: float = 2.0
     kd_direction: str = "standard"         # "standard": -sum p_teacher log p_student; "original-reversed": the reverse
@@ -73,6 +74,8 @@ class EvalSettings:
                 raise UserError(f"evaluation setting {name} must be >= 1, got {getattr(self, name)}")
         if self.compute_fid and self.num_generated < 2:
             raise UserError("FID needs num_generated >= 2")
+        if self.solver_max_images is not None and self.solver_max_images < 1:
+            raise UserError(f"solver_max_images must be >= 1 (or None for all), got {self.solver_max_images}")
         if self.num_real is not None and self.num_real < 2:
             raise UserError(f"num_real must be >= 2 (or None for all seen test images), got {self.num_real}")
         if self.solver_epochs < 0 or self.kd_temperature <= 0 or self.solver_lr <= 0:

@@ -76,7 +76,9 @@ class Solver:
         if replay and generate_previous is None:
             raise ValueError("solver mode 'replay' needs generate_previous from task 1 on")
         teacher = copy.deepcopy(self.model).eval().requires_grad_(False) if replay else None
-        n, bs = len(data), int(s.solver_batch_size)
+        bs = int(s.solver_batch_size)
+        # CPU profiles cap the images per epoch: replay generation (one sample per image) dominates their cost.
+        n = min(len(data), s.solver_max_images) if s.solver_max_images else len(data)
         # A fresh optimiser per task: what the original does, and resuming then needs only the weights.
         opt = torch.optim.Adam(self.model.parameters(), lr=s.solver_lr)
         w_current = 1.0 / (k + 1)
@@ -84,7 +86,7 @@ class Solver:
         losses = []
         with tqdm(total=steps, desc=f"solver task {k}", unit="batch", disable=not progress, leave=False) as bar:
             for epoch in range(int(s.solver_epochs)):
-                order = torch.randperm(n, generator=generator(self.seed, k, _PURPOSE_SHUFFLE, epoch))
+                order = torch.randperm(len(data), generator=generator(self.seed, k, _PURPOSE_SHUFFLE, epoch))[:n]
                 if replay:
                     # One replay image per real image, generated for the whole epoch up front (each used once).
                     seeds = derive_seeds(n, self.seed, k, _PURPOSE_REPLAY, epoch)
