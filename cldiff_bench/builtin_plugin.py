@@ -35,11 +35,12 @@ def cldiff_bench_streams():
     return [
         StreamSpec("digits-5", "scikit-learn's bundled 8x8 digits, 5 tasks of 2 classes; needs no download",
                    _digits, needs_data=False, paper_model="paper-fmnist", paper_epochs=100, paper_batch_size=128,
-                   fid_steps=10),
+                   fid_steps=10, evaluator_epochs=20),
         StreamSpec("fmnist-5", "Fashion-MNIST, 5 tasks of 2 classes (Avalanche SplitFMNIST order)", _fmnist,
                    paper_model="paper-fmnist", paper_epochs=100, paper_batch_size=128, fid_steps=10),
         StreamSpec("cifar10-5", "CIFAR-10, 5 tasks of 2 classes (Avalanche SplitCIFAR10 order)", _cifar10,
-                   paper_model="paper-cifar10", paper_epochs=200, paper_batch_size=64, fid_steps=20),
+                   paper_model="paper-cifar10", paper_epochs=200, paper_batch_size=64, fid_steps=20,
+                   evaluator_epochs=10),
     ]
 
 

@@ -1,4 +1,4 @@
-"""Command line: `cldiff-bench run | list | train-evaluator`."""
+"""Command line: `cldiff-bench run | evaluate | list | train-evaluator`."""
 from __future__ import annotations
 
 import argparse
@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--force", action="store_true", help="overwrite a run directory of another configuration")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    ev2 = sub.add_parser("evaluate", help="score a finished run again from its per-task models")
+    ev2.add_argument("run_dir", type=Path, help="a run directory (holding result.json and models/)")
+    ev2.add_argument("--extractor", default=None, help="FID features: classifier, inception or inception-offline")
+    ev2.add_argument("--num-generated", type=int, default=None)
+    ev2.add_argument("--inception-weights", default=None)
+    ev2.add_argument("--output", type=Path, default=None, help="result file to write (default: beside the run's)")
+    ev2.add_argument("--no-progress", action="store_true")
+
     sub.add_parser("list", help="strategies, streams, model presets and profiles, and where each comes from")
 
     te = sub.add_parser("train-evaluator", help="train (or show) the evaluation classifier of a stream's data set")
@@ -77,10 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args, registry) -> int:
     from .runner import RunConfig, run
 
-    evaluation = {k: v for k, v in {"extractor": args.extractor, "num_generated": args.num_generated,
-                                     "inception_weights": args.inception_weights}.items() if v is not None}
-    if args.num_generated is not None and args.num_generated <= 0:
-        raise UserError(f"--num-generated must be positive, got {args.num_generated}")
+    evaluation = _evaluation_overrides(args)
     seeds = args.seeds if args.seeds is not None else [args.seed if args.seed is not None else 0]
     for seed in seeds:
         if seed < 0:
@@ -95,6 +100,22 @@ def cmd_run(args, registry) -> int:
                         progress=not args.no_progress)
         path = run(cfg, registry)
         print(path)
+    return 0
+
+
+def _evaluation_overrides(args) -> dict:
+    if args.num_generated is not None and args.num_generated <= 0:
+        raise UserError(f"--num-generated must be positive, got {args.num_generated}")
+    return {k: v for k, v in {"extractor": args.extractor, "num_generated": args.num_generated,
+                              "inception_weights": args.inception_weights}.items() if v is not None}
+
+
+def cmd_evaluate(args, registry) -> int:
+    from .runner import evaluate_run
+    if not (args.run_dir / "result.json").is_file():
+        raise UserError(f"{args.run_dir} holds no result.json (is it a finished run directory?)")
+    print(evaluate_run(args.run_dir, _evaluation_overrides(args), registry, args.output,
+                       progress=not args.no_progress))
     return 0
 
 
@@ -140,13 +161,13 @@ def cmd_train_evaluator(args, registry) -> int:
     spec = registry.stream(args.stream)
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
     stream = spec.build(resolve_data_root(args.data_root), args.seed, cache)
-    settings = EvalSettings(**get_profile(args.profile).evaluation)
+    settings = EvalSettings(**{"classifier_epochs": spec.evaluator_epochs, **get_profile(args.profile).evaluation})
     _, info = train_evaluation_classifier(stream, settings, cache, resolve_device(args.device), args.seed)
     print(info)
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "train-evaluator": cmd_train_evaluator}
+COMMANDS = {"run": cmd_run, "evaluate": cmd_evaluate, "list": cmd_list, "train-evaluator": cmd_train_evaluator}
 
 
 def main(argv: list[str] | None = None) -> int:

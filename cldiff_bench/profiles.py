@@ -34,13 +34,13 @@ PROFILES: dict[str, Profile] = {
         "with the evaluation classifier's features; the solver sees 3,200 images per task",
         model="small", epochs=2, batch_size=64,
         evaluation=dict(extractor="classifier", num_generated=1000, batch_size=250, classifier_arch="cnn",
-                        classifier_epochs=3, solver_epochs=1, solver_max_images=3200)),
+                        solver_epochs=1, solver_max_images=3200)),
     "tiny": Profile(
         "tiny", "smoke test: 0.3M-parameter U-Net, 2 epochs per task at batch 32, 200 samples for the metrics "
         "drawn with 4 DDIM steps",
         model="tiny", epochs=2, batch_size=32,
         evaluation=dict(extractor="classifier", num_generated=200, batch_size=200, fid_steps=4,
-                        classifier_arch="cnn", classifier_epochs=8, solver_epochs=1),
+                        classifier_arch="cnn", solver_epochs=1),
         grid_samples=16),
 }
 

@@ -25,11 +25,11 @@ from .cost import CostMeter, device_name
 from .diffusion.seeding import derive_seeds, generator
 from .diffusion.unet import count_parameters, model_config
 from .errors import UserError
-from .io import atomic_write_json, read_json
+from .io import atomic_torch_save, atomic_write_json, load_tensors, read_json
 from .paths import cache_dir as default_cache_dir
 from .profiles import get_profile, resolve_budget
 from .registry import Registry
-from .results import build_result, result_path
+from .results import build_result, metric_matrix, result_path
 from .strategy import Batch
 from .streams.base import to_model_range
 from .streams.datasets import resolve_data_root
@@ -110,7 +110,8 @@ class Run:
         self.data_root = resolve_data_root(cfg.data_root)
         self.options = self.strategy_cls.resolve_options(cfg.stream, cfg.strategy_options)
         self.preset = registry.model_preset(budget["model"])
-        self.eval_overrides = {"fid_steps": self.spec.fid_steps, **profile.evaluation, **cfg.evaluation}
+        self.eval_overrides = {"fid_steps": self.spec.fid_steps, "classifier_epochs": self.spec.evaluator_epochs,
+                               **profile.evaluation, **cfg.evaluation}
         self.run_dir = Path(cfg.out) / cfg.stream / cfg.profile / cfg.strategy / f"seed{cfg.seed}"
 
     # --- setup ---------------------------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ class Run:
         self.config_digest = digest
 
     def _clear_run_dir(self) -> None:
-        for name in (CHECKPOINT_NAME, "result.json", "samples"):
+        for name in (CHECKPOINT_NAME, "result.json", "samples", "models"):
             path = self.run_dir / name
             if path.is_dir():
                 shutil.rmtree(path)
@@ -187,6 +188,8 @@ class Run:
             self.meter.reset_peak_memory()
             train_log = self._train_task(k, resume_at["iteration"], resume_at["optimizer"],
                                          resume_at.get("loss_sums"))
+            # The model after each task is kept so `cldiff-bench evaluate` can score the run again later.
+            atomic_torch_save(self.core.model.state_dict(), self.run_dir / task_model_path(k))
             metrics = self._evaluate(k)
             grid = self._save_grid(k)
             cost = CostMeter.difference(self.meter.snapshot(), before)
@@ -242,7 +245,7 @@ class Run:
                     with self.core.autocast():
                         terms = self.strategy.batch_loss(batch)
                     if not torch.isfinite(terms.total):
-                        raise UserError(f"the loss became {float(terms.total)} at task {k}, iteration {it}; the "
+                        raise UserError(f"the loss became {float(terms.total.detach())} at task {k}, iteration {it}; the "
                                         f"last good checkpoint is kept in {self.run_dir}")
                     optimizer.zero_grad(set_to_none=True)
                     terms.total.backward()
@@ -329,6 +332,57 @@ class Run:
         self.meter.load_state_dict(state["meter"])
         self.records = json.loads(state["records_json"])
         return {**state["position"], "optimizer": state["optimizer"]}
+
+
+def task_model_path(k: int) -> str:
+    return f"models/task{k}.pt"
+
+
+def evaluate_run(run_dir: Path, evaluation: dict[str, Any], registry: Registry, output: Path | None = None,
+                 progress: bool = True) -> Path:
+    """Score a finished run again from its per-task models, e.g. with another FID extractor or more samples.
+
+    Writes a result file with the run's training record and the new metrics (by default beside the original,
+    named after the extractor); the original result is left as it is.
+    """
+    run_dir = Path(run_dir)
+    original = read_json(result_path(run_dir))
+    config = original["config"]
+    budget = config["budget"]
+    cfg = RunConfig(strategy=config["strategy"], stream=config["stream"], seed=config["seed"],
+                    profile=budget["profile"], out=run_dir, strategy_options=config["strategy_options"],
+                    model=budget["model"], epochs=budget["epochs"], iterations=budget["iterations"],
+                    batch_size=budget["batch_size"], precision=config.get("precision", "fp32"),
+                    evaluation={**(config.get("evaluation") or {}), **evaluation}, progress=progress)
+    run = Run(cfg, registry)
+    run.stream = stream = run.spec.build(run.data_root, cfg.seed, run.cache_dir)
+    run.meter = CostMeter(run.device)
+    unet_cfg = model_config(budget["model"], run.preset, stream.image_shape[0])
+    run.core = DiffusionCore(unet_cfg, stream.image_shape, run.device, run.meter, precision=run.precision)
+    run.strategy = run.strategy_cls(run.core, run.options)
+    run.evaluator = run._make_evaluator()
+    run.previous_model_state = None
+    records = json.loads(json.dumps(original["tasks"]))
+    for k, record in enumerate(records):
+        path = run_dir / task_model_path(k)
+        if not path.is_file():
+            raise UserError(f"{path} is missing: the run was made without per-task models and cannot be re-scored")
+        state = load_tensors(path)
+        run.core.model.load_state_dict(state)
+        before = run.meter.snapshot()
+        record["metrics"] = run._evaluate(k)
+        record["cost"]["seconds"]["evaluation"] = CostMeter.difference(run.meter.snapshot(), before)["seconds"][
+            "evaluation"]
+        if run.strategy.solver_mode == "replay":
+            run.previous_model_state = state
+    result = dict(original)
+    result["tasks"] = records
+    result["metrics"] = metric_matrix(records)
+    result["evaluation"] = run.evaluator.describe()
+    result["config"] = {**config, "evaluation": run.eval_overrides}
+    output = output or run_dir / f"result-{run.eval_overrides.get('extractor', 'eval')}.json"
+    atomic_write_json(output, result)
+    return output
 
 
 class StopRequest:

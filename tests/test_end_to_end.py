@@ -52,6 +52,13 @@ def test_tiny_naive_run_writes_result_and_grids(tmp_path, capsys):
     assert result["cost"]["counts"]["student_forward"] == sum(t["cost"]["counts"]["student_forward"]
                                                               for t in result["tasks"])
 
+    # Scoring the saved per-task models again with the same settings reproduces the metrics exactly.
+    again = tmp_path / "again.json"
+    assert main(["evaluate", str(run_dir), "--output", str(again), "--no-progress"]) == 0
+    rescored = load(again)
+    assert rescored["metrics"] == result["metrics"]
+    assert [t["train"] for t in rescored["tasks"]] == [t["train"] for t in result["tasks"]]
+
 
 def strip_timing(result: dict) -> dict:
     """A result without what legitimately differs between two identical runs (time, memory, creation date)."""
@@ -74,6 +81,11 @@ def test_same_seed_twice_gives_identical_results(tmp_path):
     a = load(tmp_path / "a/digits-5/tiny/gd/seed0/result.json")
     b = load(tmp_path / "b/digits-5/tiny/gd/seed0/result.json")
     assert strip_timing(a) == strip_timing(b)
+    # the analytic cost of gd with 2 teacher steps: per replay image 2 sampling forwards + 1 target forward
+    for task in a["tasks"][1:]:
+        counts = task["cost"]["counts"]
+        assert counts["teacher_forward"] == 3 * counts["images_generated"] > 0
+        assert counts["student_forward"] == counts["student_backward"] == 2 * counts["images_generated"]
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):

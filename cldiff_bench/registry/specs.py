@@ -19,4 +19,7 @@ class StreamSpec:
     paper_epochs: int = 100
     paper_batch_size: int = 128
     fid_steps: int = 10
+    # Epochs of the CPU evaluation classifier: a property of the data set (so every profile shares one cached
+    # classifier), not of a run's budget.
+    evaluator_epochs: int = 3
     extra: dict = field(default_factory=dict)

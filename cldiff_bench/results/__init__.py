@@ -56,13 +56,19 @@ def git_revision() -> str | None:
     return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def build_result(run, resolved: dict, stream, wall_seconds: float) -> dict:
-    records = run.records
+def metric_matrix(records: list[dict]) -> dict[str, list]:
+    """{metric: [value after task 0, after task 1, ...]} for the metrics any task reports."""
     metrics = {}
     for name in METRIC_NAMES:
         values = [r["metrics"].get(name) for r in records]
         if any(v is not None for v in values):
             metrics[name] = values
+    return metrics
+
+
+def build_result(run, resolved: dict, stream, wall_seconds: float) -> dict:
+    records = run.records
+    metrics = metric_matrix(records)
     totals = {"counts": {c: sum(r["cost"]["counts"][c] for r in records) for c in COUNTERS},
               "seconds": {p: sum(r["cost"]["seconds"][p] for r in records) for p in PHASES}}
     return {

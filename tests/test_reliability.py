@@ -1,0 +1,108 @@
+"""Failure modes: divergence, refused checkpoints, corrupt files, mixed configurations, Ctrl-C."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cldiff_bench.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from cldiff_bench.cli import main
+from cldiff_bench.errors import UserError
+from cldiff_bench.io import atomic_write_json, load_tensors, read_json
+
+FAST = ["--stream", "digits-5", "--profile", "tiny", "--iterations", "3", "--no-eval", "--no-progress"]
+
+
+def test_nan_loss_stops_naming_task_and_iteration_and_keeps_the_checkpoint(tmp_path, capsys):
+    code = main(["--plugin", "tests.plugins.diverging_plugin", "run", "--strategy", "diverging", *FAST,
+                 "--checkpoint-every", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "task 1, iteration 2" in err and "nan" in err.lower()
+    run_dir = tmp_path / "digits-5/tiny/diverging/seed0"
+    state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)
+    assert state["position"] == {**state["position"], "task": 1, "iteration": 2}
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not (run_dir / "result.json").exists()
+
+
+def test_checkpoint_of_another_strategy_or_version_is_refused(tmp_path):
+    path = tmp_path / CHECKPOINT_NAME
+    save_checkpoint(path, {"suite_version": "0.0.1", "strategy": "gr", "model_preset": "tiny", "config_hash": "x"})
+    with pytest.raises(UserError, match="suite_version"):
+        load_checkpoint(path, {"suite_version": "0.1.0"})
+    with pytest.raises(UserError, match="strategy 'gr'"):
+        load_checkpoint(path, {"strategy": "gd"})
+    with pytest.raises(UserError, match="model_preset"):
+        load_checkpoint(path, {"model_preset": "small"})
+
+
+def test_resume_refuses_a_run_directory_of_another_configuration(tmp_path, capsys):
+    assert main(["run", "--strategy", "naive", *FAST, "--out", str(tmp_path)]) == 0
+    longer = ["run", "--strategy", "naive", *FAST, "--iterations", "4", "--out", str(tmp_path)]  # last one wins
+    assert main([*longer, "--resume"]) == 2
+    assert "another configuration" in capsys.readouterr().err
+    assert main([*longer, "--force"]) == 0
+
+
+def test_corrupt_files_are_named(tmp_path):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match=str(bad)):
+        load_tensors(bad)
+    broken = tmp_path / "result.json"
+    broken.write_text('{"schema_version": 1, "tasks": [')
+    with pytest.raises(UserError, match="result.json is corrupt"):
+        read_json(broken)
+
+
+def test_checkpoints_never_unpickle_code(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Payload()}, path)
+    with pytest.raises(UserError):
+        load_tensors(path)
+
+
+def test_atomic_write_leaves_old_file_when_interrupted(tmp_path):
+    path = tmp_path / "result.json"
+    atomic_write_json(path, {"a": 1})
+
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"a": Boom()})  # fails while serialising
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temporary file left behind
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_a_checkpoint_and_resume_finishes(tmp_path):
+    out = tmp_path / "runs"
+    run_dir = out / "digits-5/tiny/naive/seed0"
+    args = ["run", "--strategy", "naive", "--stream", "digits-5", "--profile", "tiny", "--iterations", "400",
+            "--no-eval", "--no-progress", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen([sys.executable, "-m", "cldiff_bench.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run_dir / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(3)  # well inside task 0's 400 iterations
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert "interrupted at task 0" in err and "--resume" in err
+    state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)
+    assert state["position"]["task"] == 0 and 0 < state["position"]["iteration"] < 400
+    assert main([*args, "--resume"]) == 0
+    result = json.loads((run_dir / "result.json").read_text())
+    assert [t["train"]["iterations"] for t in result["tasks"]] == [400] * 5
