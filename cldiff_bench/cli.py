@@ -1,4 +1,4 @@
-"""Command line: `cldiff-bench run | evaluate | list | train-evaluator`."""
+"""Command line: `cldiff-bench run | evaluate | leaderboard | check | list | train-evaluator`."""
 from __future__ import annotations
 
 import argparse
@@ -70,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev2.add_argument("--output", type=Path, default=None, help="result file to write (default: beside the run's)")
     ev2.add_argument("--no-progress", action="store_true")
 
+    lb = sub.add_parser("leaderboard", help="build the markdown leaderboard and plots from result files")
+    lb.add_argument("results", nargs="+", type=Path, help="result files or folders holding them")
+    lb.add_argument("-o", "--output", type=Path, default=Path("leaderboard"), help="output folder")
+    lb.add_argument("--strict", action="store_true", help="a malformed result file is an error (default: skipped)")
+    lb.add_argument("--allow-mixed", action="store_true",
+                    help="rank results of different versions or evaluation settings together, flagged")
+
+    ck = sub.add_parser("check", help="compare a result to a reference; exit 1 when a metric got worse")
+    ck.add_argument("result", type=Path)
+    ck.add_argument("--against", type=Path, required=True, help="the reference result file")
+    ck.add_argument("--tolerance", action="append", default=[], metavar="METRIC=ABS[+REL%]",
+                    help="one-sided tolerance, e.g. fid=0+25%% (repeatable; defaults per metric)")
+    ck.add_argument("--all-tasks", action="store_true", help="check every task, not only the last")
+
     sub.add_parser("list", help="strategies, streams, model presets and profiles, and where each comes from")
 
     te = sub.add_parser("train-evaluator", help="train (or show) the evaluation classifier of a stream's data set")
@@ -117,6 +131,29 @@ def cmd_evaluate(args, registry) -> int:
     print(evaluate_run(args.run_dir, _evaluation_overrides(args), registry, args.output,
                        progress=not args.no_progress))
     return 0
+
+
+def cmd_leaderboard(args, registry) -> int:
+    from .leaderboard import build_tables, load_results, render
+    results, skipped = load_results(args.results, strict=args.strict)
+    for line in skipped:
+        print(f"cldiff-bench: skipped {line}", file=sys.stderr)
+    if not results:
+        raise UserError("no valid result files to build a leaderboard from")
+    command = "cldiff-bench leaderboard " + " ".join(map(str, args.results)) + f" -o {args.output}"
+    print(render(build_tables(results, allow_mixed=args.allow_mixed), args.output, skipped, command))
+    return 0
+
+
+def cmd_check(args, registry) -> int:
+    from .io import read_json
+    from .leaderboard import compare, parse_tolerances, report
+    from .results import validate_result
+    result = validate_result(read_json(args.result), str(args.result))
+    reference = validate_result(read_json(args.against), str(args.against))
+    findings = compare(result, reference, parse_tolerances(args.tolerance), args.all_tasks)
+    print(report(findings))
+    return 0 if all(f.ok for f in findings) else 1
 
 
 def cmd_list(args, registry) -> int:
@@ -167,7 +204,8 @@ def cmd_train_evaluator(args, registry) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "evaluate": cmd_evaluate, "list": cmd_list, "train-evaluator": cmd_train_evaluator}
+COMMANDS = {"run": cmd_run, "evaluate": cmd_evaluate, "leaderboard": cmd_leaderboard, "check": cmd_check,
+            "list": cmd_list, "train-evaluator": cmd_train_evaluator}
 
 
 def main(argv: list[str] | None = None) -> int:
