@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,23 +128,31 @@ class Run:
             "class_order": list(stream.class_order),
         }
 
-    def _prepare_run_dir(self, resolved: dict) -> None:
+    def _prepare_run_dir(self, resolved: dict) -> bool:
+        """Make the run directory ready; True when it already holds the finished result of this configuration."""
         cfg_file = self.run_dir / CONFIG_NAME
         digest = config_hash(resolved)
+        self.config_digest = digest
         if cfg_file.is_file():
             existing = read_json(cfg_file)
-            if existing.get("config_hash") != digest and not self.cfg.force:
+            same = existing.get("config_hash") == digest
+            if not same and not self.cfg.force:
                 raise UserError(f"{self.run_dir} holds a run with another configuration "
                                 f"({existing.get('config_hash')} != {digest}); use another --out or --force")
-            if self.cfg.force or not self.cfg.resume:
+            if self.cfg.force or not same:
                 self._clear_run_dir()
+            elif result_path(self.run_dir).is_file():
+                return True
+            elif (self.run_dir / CHECKPOINT_NAME).is_file() and not self.cfg.resume:
+                raise UserError(f"{self.run_dir} holds an unfinished run of this configuration; continue it with "
+                                f"--resume or start over with --force")
         elif self.run_dir.exists() and any(self.run_dir.iterdir()):
             if not self.cfg.force:
                 raise UserError(f"{self.run_dir} is not empty and holds no cldiff-bench run; use --force")
             self._clear_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(cfg_file, {"config_hash": digest, "config": resolved})
-        self.config_digest = digest
+        return False
 
     def _clear_run_dir(self) -> None:
         for name in (CHECKPOINT_NAME, "result.json", "samples", "models"):
@@ -167,12 +176,14 @@ class Run:
         self.strategy = self.strategy_cls(self.core, self.options)
         resolved = self.resolved_config(stream, unet_cfg)
         self.evaluator = self._make_evaluator() if cfg.evaluate else None
+        if self._prepare_run_dir(resolved):
+            print(f"{self.run_dir} already holds the result of this configuration; skipped (--force to redo)",
+                  file=sys.stderr)
+            return result_path(self.run_dir)
         if cfg.resume and (self.run_dir / CHECKPOINT_NAME).is_file():
-            self._prepare_run_dir(resolved)
             position = self._restore()
             say(f"resuming {self.run_dir} at task {position['task']}, iteration {position['iteration']}")
         else:
-            self._prepare_run_dir(resolved)
             position = {"task": 0, "iteration": 0, "optimizer": None}
             self.records: list[dict] = []
             self.previous_model_state = None

@@ -47,6 +47,11 @@ def test_resume_refuses_a_run_directory_of_another_configuration(tmp_path, capsy
     assert main([*longer, "--resume"]) == 2
     assert "another configuration" in capsys.readouterr().err
     assert main([*longer, "--force"]) == 0
+    run_dir = tmp_path / "digits-5/tiny/naive/seed0"
+    written = (run_dir / "result.json").stat().st_mtime_ns
+    assert main(longer) == 0  # the same configuration again: skipped, the result is kept
+    assert (run_dir / "result.json").stat().st_mtime_ns == written
+    assert "skipped" in capsys.readouterr().err
 
 
 def test_corrupt_files_are_named(tmp_path):
