@@ -98,12 +98,19 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     # same thread count as this process: float reductions, hence results, depend on it
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
     cmd = [sys.executable, "-m", "cldiff_bench.cli", *GD_ARGS, "--out", str(out)]
-    # Kill at two points: mid-task 1 (after its second iteration's checkpoint), then mid-task 3.
-    for position in ({"task": 1, "iteration": 2}, {"task": 3, "iteration": 1}):
+    # Kill at three points: mid-task 1 (after its second iteration's checkpoint), during the evaluation after
+    # task 2 (its model is saved just before the evaluation starts), then mid-task 3.
+    for position in ({"task": 1, "iteration": 2}, {"evaluating": 2}, {"task": 3, "iteration": 1}):
         proc = subprocess.Popen(cmd + (["--resume"] if (run_dir / CHECKPOINT_NAME).exists() else []), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
+            if "evaluating" in position:
+                if (run_dir / f"models/task{position['evaluating']}.pt").exists():
+                    time.sleep(0.5)
+                    break
+                time.sleep(0.05)
+                continue
             ckpt = run_dir / CHECKPOINT_NAME
             if ckpt.exists():
                 try:
@@ -114,6 +121,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
                         (position["task"], position["iteration"]):
                     break
             time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert not (run_dir / "result.json").exists()

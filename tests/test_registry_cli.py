@@ -86,3 +86,19 @@ def test_missing_real_data_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "train-images-idx3-ubyte.gz" in err and "FashionMNIST" in err
+
+
+def test_installed_plugin_that_fails_to_import_is_reported_with_its_distribution(tmp_path, monkeypatch, capsys):
+    """An entry point of another installed distribution that raises on import: named, skipped, the rest works."""
+    dist = tmp_path / "broken_plugin_dist-1.2.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin-dist\nVersion: 1.2\n")
+    (dist / "entry_points.txt").write_text("[cldiff_bench]\nbroken = broken_entry_module\n")
+    (tmp_path / "broken_entry_module.py").write_text("raise ImportError('missing dependency xyz')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load_registry()
+    assert any("broken-plugin-dist" in line and "xyz" in line for line in registry.load_errors)
+    assert "gd" in registry.entries("strategy")
+    assert main(["list"]) == 0
+    captured = capsys.readouterr()
+    assert "broken-plugin-dist" in captured.err and "gd " in captured.out
