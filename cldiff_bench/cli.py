@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--epochs", type=float, default=None, help="epochs per task")
     budget.add_argument("--iterations", type=int, default=None, help="a fixed number of iterations per task")
     budget.add_argument("--batch-size", type=int, default=None)
+    budget.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate")
     ev = run.add_argument_group("evaluation")
     ev.add_argument("--no-eval", action="store_true", help="skip the metrics (sample grids are still written)")
     ev.add_argument("--extractor", default=None, help="FID features: classifier, inception or inception-offline")
@@ -105,11 +106,13 @@ def cmd_run(args, registry) -> int:
         if seed < 0:
             raise UserError(f"--seed must be non-negative, got {seed}")
         cfg = RunConfig(strategy=args.strategy, stream=args.stream, seed=seed, profile=args.profile,
-                        device=args.device, precision=args.precision, out=args.out, data_root=args.data_root, cache_dir=args.cache_dir,
+                        device=args.device, precision=args.precision, out=args.out, data_root=args.data_root,
+                        cache_dir=args.cache_dir,
                         strategy_options={"lambda": args.lam, "teacher_steps": args.teacher_steps,
                                           "teacher_eta": args.teacher_eta},
                         model=args.model, epochs=args.epochs, iterations=args.iterations,
-                        batch_size=args.batch_size, evaluation=evaluation, evaluate=not args.no_eval,
+                        batch_size=args.batch_size, learning_rate=args.learning_rate, evaluation=evaluation,
+                        evaluate=not args.no_eval,
                         checkpoint_every=args.checkpoint_every, resume=args.resume, force=args.force,
                         progress=not args.no_progress)
         path = run(cfg, registry)

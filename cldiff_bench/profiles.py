@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from .errors import unknown_name
 from .registry.specs import StreamSpec
 
+STUDY_LEARNING_RATE = 2e-4
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -18,6 +20,8 @@ class Profile:
     model: str | None              # None: the stream's paper model
     epochs: float | None           # per task; None: the stream's paper epochs
     batch_size: int | None         # None: the stream's paper batch size
+    iterations: int | None = None  # a fixed number of iterations per task instead of epochs
+    learning_rate: float | None = None  # None: the study's
     evaluation: dict = field(default_factory=dict)  # EvalSettings overrides
     grid_samples: int = 64
 
@@ -30,11 +34,12 @@ PROFILES: dict[str, Profile] = {
         evaluation=dict(extractor="inception", num_generated=10000, batch_size=500, classifier_arch="resnet18",
                         classifier_epochs=15, solver_epochs=5)),
     "small": Profile(
-        "small", "CPU-sized: 1.1M-parameter U-Net, 2 epochs per task at batch 64, 1,000 samples for the metrics "
-        "with the evaluation classifier's features; the solver sees 3,200 images per task",
-        model="small", epochs=2, batch_size=64,
+        "small", "CPU-sized: 1.1M-parameter U-Net, 100 iterations per task at batch 64 with learning rate 1e-3, "
+        "1,000 samples for the metrics with the evaluation classifier's features; the solver sees 1,000 images "
+        "per task (and as many replay images)",
+        model="small", epochs=None, batch_size=64, iterations=100, learning_rate=1e-3,
         evaluation=dict(extractor="classifier", num_generated=1000, batch_size=250, classifier_arch="cnn",
-                        solver_epochs=1, solver_max_images=3200)),
+                        solver_epochs=1, solver_max_images=1000)),
     "tiny": Profile(
         "tiny", "smoke test: 0.3M-parameter U-Net, 2 epochs per task at batch 32, 200 samples for the metrics "
         "drawn with 4 DDIM steps",
@@ -55,8 +60,11 @@ def resolve_budget(profile: Profile, spec: StreamSpec) -> dict:
     """The concrete model preset, epochs and batch size of `profile` on the stream `spec`."""
     return {"profile": profile.name,
             "model": profile.model or spec.paper_model,
-            "epochs": profile.epochs if profile.epochs is not None else spec.paper_epochs,
+            "epochs": None if profile.iterations else
+            profile.epochs if profile.epochs is not None else spec.paper_epochs,
             "batch_size": profile.batch_size or spec.paper_batch_size,
+            "iterations": profile.iterations,
+            "learning_rate": profile.learning_rate or STUDY_LEARNING_RATE,
             "grid_samples": profile.grid_samples}
 
 

@@ -35,7 +35,6 @@ from .strategy import Batch
 from .streams.base import to_model_range
 from .streams.datasets import resolve_data_root
 
-LEARNING_RATE = 2e-4
 GRAD_CLIP = 1.0
 PURPOSE_DATA_ORDER = 10
 PURPOSE_GRID = 11
@@ -58,6 +57,7 @@ class RunConfig:
     epochs: float | None = None
     iterations: int | None = None        # a fixed number of iterations per task instead of epochs
     batch_size: int | None = None
+    learning_rate: float | None = None
     evaluation: dict[str, Any] = field(default_factory=dict)  # EvalSettings overrides
     evaluate: bool = True
     checkpoint_every: int = 0            # also checkpoint every N iterations inside a task (0: only after tasks)
@@ -89,7 +89,7 @@ class Run:
     """One (strategy, stream, profile, seed) cell: set up, train task by task, evaluate, checkpoint, write."""
 
     def __init__(self, cfg: RunConfig, registry: Registry):
-        for name in ("epochs", "iterations", "batch_size"):
+        for name in ("epochs", "iterations", "batch_size", "learning_rate"):
             _check_positive(f"--{name.replace('_', '-')}", getattr(cfg, name))
         if cfg.checkpoint_every < 0:
             raise UserError(f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
@@ -98,10 +98,11 @@ class Run:
         self.strategy_cls = registry.strategy(cfg.strategy)
         profile = get_profile(cfg.profile)
         budget = resolve_budget(profile, self.spec)
-        for key in ("model", "epochs", "batch_size"):
+        for key in ("model", "epochs", "batch_size", "iterations", "learning_rate"):
             if getattr(cfg, key) is not None:
                 budget[key] = getattr(cfg, key)
-        budget["iterations"] = cfg.iterations
+        if cfg.epochs is not None and cfg.iterations is None:
+            budget["iterations"] = None  # --epochs replaces the profile's fixed iteration count
         self.budget = budget
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
@@ -122,7 +123,8 @@ class Run:
             "seed": self.cfg.seed, "budget": self.budget,
             "model": {"preset": self.budget["model"], **unet_cfg.to_dict()},
             "precision": self.precision,
-            "optimizer": {"name": "adam", "lr": LEARNING_RATE, "reset_per_task": True, "grad_clip": GRAD_CLIP},
+            "optimizer": {"name": "adam", "lr": self.budget["learning_rate"], "reset_per_task": True,
+                          "grad_clip": GRAD_CLIP},
             "diffusion": {**self.core.schedule.config, "prediction": "epsilon", "loss": "mse"},
             "evaluation": self.eval_overrides if self.cfg.evaluate else None,
             "class_order": list(stream.class_order),
@@ -233,7 +235,8 @@ class Run:
         batch_size = self.budget["batch_size"]
         model = self.core.model
         model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)  # reset at every task, as the study
+        # Reset at every task, as the study does.
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.budget["learning_rate"])
         if start == 0:
             self.strategy.begin_task(k)
         elif optimizer_state is not None:
@@ -363,7 +366,8 @@ def evaluate_run(run_dir: Path, evaluation: dict[str, Any], registry: Registry, 
     cfg = RunConfig(strategy=config["strategy"], stream=config["stream"], seed=config["seed"],
                     profile=budget["profile"], out=run_dir, strategy_options=config["strategy_options"],
                     model=budget["model"], epochs=budget["epochs"], iterations=budget["iterations"],
-                    batch_size=budget["batch_size"], precision=config.get("precision", "fp32"),
+                    batch_size=budget["batch_size"], learning_rate=budget.get("learning_rate"),
+                    precision=config.get("precision", "fp32"),
                     evaluation={**(config.get("evaluation") or {}), **evaluation}, progress=progress)
     run = Run(cfg, registry)
     run.stream = stream = run.spec.build(run.data_root, cfg.seed, run.cache_dir)
