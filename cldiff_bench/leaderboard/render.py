@@ -32,6 +32,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+def budget_phrase(budget: dict) -> str:
+    """How long each task trains, in the units the profile fixes."""
+    length = (f"{budget['iterations']} iterations" if budget.get("iterations")
+              else f"{budget['epochs']:g} epochs")
+    rate = f", learning rate {budget['learning_rate']:g}" if budget.get("learning_rate") else ""
+    return f"{length} per task at batch {budget['batch_size']}{rate}"
+
+
 def table_markdown(table: Table) -> str:
     metrics = [m for m in METRICS if any(m in r.final for r in table.rows)]
     best = {}
@@ -116,9 +124,7 @@ def render(tables: list[Table], out_dir: Path, skipped: list[str], command: str 
         slug = f"{_slug(table.stream)}-{_slug(table.profile)}"
         s = table.settings
         parts += ["", f"## {table.stream}, profile `{table.profile}`", "",
-                  f"Model `{s['budget']['model']}`, {s['budget']['epochs']} epochs per task at batch "
-                  f"{s['budget']['batch_size']}"
-                  + (f" ({s['budget']['iterations']} iterations per task)" if s['budget'].get('iterations') else "")
+                  f"Model `{s['budget']['model']}`, {budget_phrase(s['budget'])}"
                   + f", precision {s['precision']}; FID features `{s['extractor']}`, {s['generated samples']} "
                   f"generated samples with {s['metric sampling steps']} DDIM steps; suite {s['suite version']}.",
                   ""]
