@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     run.add_argument("--precision", default="auto",
                      help="U-Net precision: auto (bfloat16 autocast where supported), fp32 or bf16 (default auto)")
+    run.add_argument("--channels-last", default="inference", choices=["off", "inference", "all"],
+                     help="NHWC U-Net weights for sampling only (default), for training too, or never")
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile the U-Nets (CUDA graphs on GPUs; compiling takes minutes on a CPU)")
     run.add_argument("--out", type=Path, default=Path("runs"), help="output root (default ./runs)")
     run.add_argument("--data-root", default=None,
                      help="where data sets live (default: $CLDIFF_BENCH_DATA, else the cache dir's data/)")
@@ -106,7 +110,8 @@ def cmd_run(args, registry) -> int:
         if seed < 0:
             raise UserError(f"--seed must be non-negative, got {seed}")
         cfg = RunConfig(strategy=args.strategy, stream=args.stream, seed=seed, profile=args.profile,
-                        device=args.device, precision=args.precision, out=args.out, data_root=args.data_root,
+                        device=args.device, precision=args.precision, channels_last=args.channels_last,
+                        compile=args.compile, out=args.out, data_root=args.data_root,
                         cache_dir=args.cache_dir,
                         strategy_options={"lambda": args.lam, "teacher_steps": args.teacher_steps,
                                           "teacher_eta": args.teacher_eta},

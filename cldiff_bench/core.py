@@ -5,6 +5,9 @@ through exactly the same code, and every network evaluation is counted.
 """
 from __future__ import annotations
 
+import contextlib
+from dataclasses import asdict, dataclass
+
 import torch
 from torch import nn
 
@@ -14,6 +17,36 @@ from .diffusion.seeding import derive_seed
 
 SEED_PURPOSE_INIT = 0x1A17
 PRECISIONS = ("fp32", "bf16")
+CHANNELS_LAST = ("off", "inference", "all")
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """How the U-Nets run; none of these changes what is computed beyond floating-point rounding.
+
+    channels_last: the memory format of the U-Nets' weights (convolutions then produce NHWC activations).
+        "inference" (default) uses it for sampling (teachers, evaluation), where oneDNN's bfloat16 convolutions
+        are about 1.25x faster with it on a CPU; training stays NCHW, where NHWC measured slower on a CPU.
+    compile: torch.compile the U-Nets; on a GPU with mode "reduce-overhead", which replays CUDA graphs for the
+        fixed-shape sampling and training steps. Off by default: compiling takes minutes on a CPU.
+    """
+    channels_last: str = "inference"
+    compile: bool = False
+
+    def __post_init__(self):
+        if self.channels_last not in CHANNELS_LAST:
+            from .errors import unknown_name
+            raise unknown_name("channels-last mode", self.channels_last, CHANNELS_LAST)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_channels_last(model: nn.Module) -> bool:
+    # Only a kernel with several input channels and taps tells the two layouts apart.
+    weight = next((m.weight for m in model.modules()
+                   if isinstance(m, nn.Conv2d) and m.in_channels > 1 and m.weight[0, 0].numel() > 1), None)
+    return weight is not None and not weight.is_contiguous()
 
 
 def cpu_supports_bf16() -> bool:
@@ -39,10 +72,12 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 
 class DiffusionCore:
     def __init__(self, config: UNetConfig, image_shape: tuple[int, int, int], device: torch.device,
-                 meter: CostMeter | None = None, init_seed: int = 0, precision: str = "fp32"):
+                 meter: CostMeter | None = None, init_seed: int = 0, precision: str = "fp32",
+                 speed: SpeedOptions | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
+        self.speed = speed or SpeedOptions()
         self.config = config
         self.image_shape = tuple(image_shape)
         self.device = torch.device(device)
@@ -52,9 +87,28 @@ class DiffusionCore:
             torch.manual_seed(derive_seed(init_seed, SEED_PURPOSE_INIT))
             self.model = UNet(config)
         self.model.to(self.device)
+        self._prepare(self.model, training=True)
         self.meter.watch(self.model, "student")
         self.schedule = NoiseSchedule(device=self.device)
         self._samplers: dict[tuple[int, float], DDIMSampler] = {}
+
+    def _prepare(self, model: nn.Module, training: bool) -> None:
+        if self.speed.channels_last == "all" or (self.speed.channels_last == "inference" and not training):
+            model.to(memory_format=torch.channels_last)
+        if self.speed.compile:
+            model.compile(mode="reduce-overhead" if self.device.type == "cuda" else None)
+
+    @contextlib.contextmanager
+    def _inference_layout(self, model: nn.Module):
+        """The student samples in the inference memory format, and is put back for training afterwards."""
+        convert = self.speed.channels_last == "inference" and not is_channels_last(model)
+        if convert:
+            model.to(memory_format=torch.channels_last)
+        try:
+            yield
+        finally:
+            if convert:
+                model.to(memory_format=torch.contiguous_format)
 
     def autocast(self):
         """The U-Net's mixed precision: bfloat16 matmuls and convolutions under autocast; the schedule, the sampler
@@ -78,6 +132,7 @@ class DiffusionCore:
         teacher = UNet(self.config).to(self.device)
         teacher.load_state_dict(state_dict if state_dict is not None else self.model.state_dict())
         teacher.eval().requires_grad_(False)
+        self._prepare(teacher, training=False)
         self.meter.watch(teacher, "teacher")
         return teacher
 
@@ -87,7 +142,7 @@ class DiffusionCore:
         was_training = model.training
         model.eval()
         try:
-            with self.autocast():
+            with self.autocast(), self._inference_layout(model):
                 images = self.sampler(steps, eta).sample(model, seeds, self.image_shape, device=self.device)
         finally:
             model.train(was_training)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from .core import DiffusionCore, resolve_precision
+from .core import DiffusionCore, SpeedOptions, resolve_precision
 from .cost import CostMeter, device_name
 from .diffusion.seeding import derive_seeds, generator
 from .diffusion.unet import count_parameters, model_config
@@ -49,6 +49,8 @@ class RunConfig:
     profile: str = "small"
     device: str = "auto"
     precision: str = "auto"              # auto: bfloat16 autocast where the hardware has it, else float32
+    channels_last: str = "inference"     # see core.SpeedOptions
+    compile: bool = False
     out: Path = Path("runs")
     data_root: str | None = None
     cache_dir: str | None = None
@@ -106,6 +108,7 @@ class Run:
         self.budget = budget
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
+        self.speed = SpeedOptions(cfg.channels_last, cfg.compile)
         self.cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
         if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
             raise UserError(f"--data-root {cfg.data_root} does not exist")
@@ -123,6 +126,7 @@ class Run:
             "seed": self.cfg.seed, "budget": self.budget,
             "model": {"preset": self.budget["model"], **unet_cfg.to_dict()},
             "precision": self.precision,
+            "speed": self.speed.to_dict(),
             "optimizer": {"name": "adam", "lr": self.budget["learning_rate"], "reset_per_task": True,
                           "grad_clip": GRAD_CLIP},
             "diffusion": {**self.core.schedule.config, "prediction": "epsilon", "loss": "mse"},
@@ -174,7 +178,7 @@ class Run:
         unet_cfg = model_config(self.budget["model"], self.preset, stream.image_shape[0])
         self.meter = CostMeter(self.device)
         self.core = DiffusionCore(unet_cfg, stream.image_shape, self.device, self.meter, init_seed=cfg.seed,
-                                  precision=self.precision)
+                                  precision=self.precision, speed=self.speed)
         self.strategy = self.strategy_cls(self.core, self.options)
         resolved = self.resolved_config(stream, unet_cfg)
         self.evaluator = self._make_evaluator() if cfg.evaluate else None
@@ -367,13 +371,14 @@ def evaluate_run(run_dir: Path, evaluation: dict[str, Any], registry: Registry, 
                     profile=budget["profile"], out=run_dir, strategy_options=config["strategy_options"],
                     model=budget["model"], epochs=budget["epochs"], iterations=budget["iterations"],
                     batch_size=budget["batch_size"], learning_rate=budget.get("learning_rate"),
-                    precision=config.get("precision", "fp32"),
+                    precision=config.get("precision", "fp32"), **config.get("speed", {}),
                     evaluation={**(config.get("evaluation") or {}), **evaluation}, progress=progress)
     run = Run(cfg, registry)
     run.stream = stream = run.spec.build(run.data_root, cfg.seed, run.cache_dir)
     run.meter = CostMeter(run.device)
     unet_cfg = model_config(budget["model"], run.preset, stream.image_shape[0])
-    run.core = DiffusionCore(unet_cfg, stream.image_shape, run.device, run.meter, precision=run.precision)
+    run.core = DiffusionCore(unet_cfg, stream.image_shape, run.device, run.meter, precision=run.precision,
+                             speed=run.speed)
     run.strategy = run.strategy_cls(run.core, run.options)
     run.evaluator = run._make_evaluator()
     run.previous_model_state = None

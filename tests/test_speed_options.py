@@ -1,0 +1,59 @@
+"""Speed options change how the U-Net runs, never what it computes beyond float rounding."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cldiff_bench.core import DiffusionCore, SpeedOptions, is_channels_last
+from cldiff_bench.diffusion.unet import MODEL_PRESETS, model_config
+from cldiff_bench.errors import UserError
+
+SEEDS = list(range(6))
+
+
+def make_core(**speed) -> DiffusionCore:
+    cfg = model_config("tiny", MODEL_PRESETS["tiny"], 1)
+    return DiffusionCore(cfg, (1, 32, 32), torch.device("cpu"), init_seed=3, precision="fp32",
+                         speed=SpeedOptions(**speed))
+
+
+def one_training_loss(core: DiffusionCore) -> float:
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 1, 32, 32, generator=g) * 2 - 1
+    x_t, t, noise = core.training_targets(x0, g)
+    loss = F.mse_loss(core.model(x_t, t), noise)
+    loss.backward()
+    return float(loss.detach())
+
+
+def test_channels_last_for_inference_samples_the_same_and_leaves_training_in_nchw():
+    plain, fast = make_core(channels_last="off"), make_core()
+    assert fast.speed.channels_last == "inference"
+    expected = plain.generate(plain.model, SEEDS, 2)
+    got = fast.generate(fast.model, SEEDS, 2)
+    # The first step divides by sqrt(alpha_bar floor) = 1e-4, which scales rounding differences up.
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    assert not is_channels_last(fast.model)          # put back for training
+    assert is_channels_last(fast.make_teacher())     # teachers only ever sample
+    teacher = fast.make_teacher()
+    torch.testing.assert_close(fast.generate(teacher, SEEDS, 2), expected, atol=1e-4, rtol=0)
+
+
+def test_channels_last_everywhere_trains_the_same():
+    plain, nhwc = make_core(channels_last="off"), make_core(channels_last="all")
+    assert is_channels_last(nhwc.model) and not is_channels_last(plain.make_teacher())
+    assert one_training_loss(nhwc) == pytest.approx(one_training_loss(plain), rel=1e-5)
+    for p, q in zip(plain.model.parameters(), nhwc.model.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_unknown_channels_last_mode_is_refused_with_the_choices():
+    with pytest.raises(UserError, match="inference"):
+        SpeedOptions(channels_last="nhwc")
+
+
+def test_compiled_unet_samples_the_same_and_every_forward_is_still_counted():
+    plain, compiled = make_core(channels_last="off"), make_core(channels_last="off", compile=True)
+    expected = plain.generate(plain.model, SEEDS, 2)
+    torch.testing.assert_close(compiled.generate(compiled.model, SEEDS, 2), expected, atol=1e-4, rtol=0)
+    assert compiled.meter.snapshot()["counts"] == plain.meter.snapshot()["counts"]
+    assert set(compiled.model.state_dict()) == set(plain.model.state_dict())  # checkpoints are unaffected
