@@ -10,11 +10,10 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, UNet2DModel
 
 from cldiff_bench.diffusion.schedule import NoiseSchedule
+from cldiff_bench.profiles import STUDY_LEARNING_RATE
 from cldiff_bench.replay import loss_weights
 from cldiff_bench.runner import GRAD_CLIP
 from perf_ours import strategy_options
-
-LEARNING_RATE = 2e-4  # the study's; its value does not change the timing
 
 # The study's networks, as diffusers configurations (our paper presets reproduce them block for block).
 UNET_CONFIGS = {
@@ -64,7 +63,7 @@ class Reference:
         self.unet = make_unet(stream, device, seed)
         self.unet.train()
         self.teacher = copy.deepcopy(self.unet).eval().requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.unet.parameters(), lr=LEARNING_RATE)
+        self.optimizer = torch.optim.Adam(self.unet.parameters(), lr=STUDY_LEARNING_RATE)
         self.noise_scheduler = make_scheduler()
         self.num_timesteps = self.noise_scheduler.config.num_train_timesteps
 
