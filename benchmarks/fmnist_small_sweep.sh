@@ -20,4 +20,5 @@ printf '%s\n' "${cells[@]}" | OMP_NUM_THREADS=1 xargs -P "$parallel" -L 1 bash -
   cldiff-bench run --strategy "$0" --seed "$1" --stream fmnist-5 --profile small --data-root "'"$data_root"'" \
     --out "'"$out"'" --resume --checkpoint-every 100 --no-progress \
     > "'"$out"'/log-$0-seed$1.txt" 2>&1 && echo "done: $0 seed $1" || echo "FAILED: $0 seed $1 (see its log)"'
-cldiff-bench leaderboard "$out" -o leaderboard
+echo "cells finished in $((SECONDS / 60)) min (this invocation)"
+cldiff-bench leaderboard "$out" -o leaderboard --produced-by "bash benchmarks/fmnist_small_sweep.sh DATA_ROOT"

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("results", nargs="+", type=Path, help="result files or folders holding them")
     lb.add_argument("-o", "--output", type=Path, default=Path("leaderboard"), help="output folder")
     lb.add_argument("--strict", action="store_true", help="a malformed result file is an error (default: skipped)")
+    lb.add_argument("--produced-by", default=None, metavar="COMMAND",
+                    help="the command that produced the result files, quoted in the page")
     lb.add_argument("--allow-mixed", action="store_true",
                     help="rank results of different versions or evaluation settings together, flagged")
 
@@ -149,7 +151,8 @@ def cmd_leaderboard(args, registry) -> int:
     if not results:
         raise UserError("no valid result files to build a leaderboard from")
     command = "cldiff-bench leaderboard " + " ".join(map(str, args.results)) + f" -o {args.output}"
-    print(render(build_tables(results, allow_mixed=args.allow_mixed), args.output, skipped, command))
+    print(render(build_tables(results, allow_mixed=args.allow_mixed), args.output, skipped, command,
+                 args.produced_by))
     return 0
 
 

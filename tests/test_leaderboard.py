@@ -119,3 +119,19 @@ def test_check_passes_within_tolerance_and_fails_beyond(tmp_path, capsys):
     assert main(["check", str(worse), "--against", str(ref), "--tolerance", "fid=0+50%"]) == 0
     other = write(tmp_path / "other", make_result("gr", 0, {"fid": 10.0}))
     assert main(["check", str(other), "--against", str(ref)]) == 2
+
+
+def test_page_states_the_budget_model_size_and_the_producing_command(tmp_path):
+    from cldiff_bench.diffusion.unet import MODEL_PRESETS, UNet, count_parameters, model_config
+    cfg = model_config("tiny", MODEL_PRESETS["tiny"], 1)
+    for seed in (0, 1):
+        doc = make_result("gd", seed, {"fid": 10.0 + seed})
+        doc["config"]["model"] = {"preset": "tiny", **cfg.to_dict()}
+        doc["config"]["budget"].update(iterations=100, epochs=None, learning_rate=1e-3)
+        write(tmp_path / "results", doc)
+    out = tmp_path / "board"
+    assert main(["leaderboard", str(tmp_path / "results"), "-o", str(out), "--produced-by", "bash sweep.sh"]) == 0
+    text = (out / "README.md").read_text()
+    size = count_parameters(UNet(cfg)) / 1e6
+    assert f"Model `tiny` ({size:.2f}M parameters), 100 iterations per task at batch 32, learning rate 0.001" in text
+    assert "Results produced by: `bash sweep.sh`" in text

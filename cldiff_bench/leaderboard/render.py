@@ -5,6 +5,7 @@ import re
 import shutil
 from pathlib import Path
 
+import torch
 from tabulate import tabulate
 
 from ..io import atomic_write_bytes
@@ -30,6 +31,17 @@ def parse_cell(text: str) -> tuple[float, float | None]:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def model_size_phrase(model: dict) -> str:
+    """' (1.09M parameters)', counted from the U-Net configuration the results record."""
+    from ..diffusion.unet import UNet, UNetConfig, count_parameters
+    try:
+        cfg = UNetConfig.from_dict({k: v for k, v in model.items() if k != "preset"})
+    except (TypeError, KeyError, ValueError):
+        return ""  # a configuration this version cannot build: say nothing rather than guess
+    with torch.device("meta"):
+        return f" ({count_parameters(UNet(cfg)) / 1e6:.2f}M parameters)"
 
 
 def budget_phrase(budget: dict) -> str:
@@ -110,7 +122,8 @@ def copy_final_grids(table: Table, folder: Path) -> list[tuple[str, str, int]]:
     return out
 
 
-def render(tables: list[Table], out_dir: Path, skipped: list[str], command: str | None = None) -> Path:
+def render(tables: list[Table], out_dir: Path, skipped: list[str], command: str | None = None,
+           produced_by: str | None = None) -> Path:
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     parts = ["# cldiff-bench leaderboard", "",
@@ -118,13 +131,15 @@ def render(tables: list[Table], out_dir: Path, skipped: list[str], command: str 
              "bold; ↓ lower is better, ↑ higher is better. Training NFEs count U-Net evaluations of single images "
              "(student forward and backward, teacher forward) during training. Generated from result files by "
              "`cldiff-bench leaderboard`; every number is traceable to a file in `results/`."]
+    if produced_by:
+        parts += ["", f"Results produced by: `{produced_by}`"]
     if command:
-        parts += ["", f"Command: `{command}`"]
+        parts += ["", f"Page built by: `{command}`"]
     for table in tables:
         slug = f"{_slug(table.stream)}-{_slug(table.profile)}"
         s = table.settings
         parts += ["", f"## {table.stream}, profile `{table.profile}`", "",
-                  f"Model `{s['budget']['model']}`, {budget_phrase(s['budget'])}"
+                  f"Model `{s['budget']['model']}`{model_size_phrase(s['model'])}, {budget_phrase(s['budget'])}"
                   + f", precision {s['precision']}; FID features `{s['extractor']}`, {s['generated samples']} "
                   f"generated samples with {s['metric sampling steps']} DDIM steps; suite {s['suite version']}.",
                   ""]
