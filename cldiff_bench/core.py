@@ -95,6 +95,13 @@ class DiffusionCore:
     def _prepare(self, model: nn.Module, training: bool) -> None:
         if self.speed.channels_last == "all" or (self.speed.channels_last == "inference" and not training):
             model.to(memory_format=torch.channels_last)
+        if not training and self.precision == "bf16":
+            # A frozen copy keeps its convolution and linear weights in bfloat16: autocast would round them to
+            # exactly these values on every forward, so this computes the same and skips the casts (about 10% of
+            # a sampling forward on a CPU). Norms keep float32 parameters, as autocast runs them in float32.
+            for module in model.modules():
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    module.to(torch.bfloat16)
         if self.speed.compile:
             model.compile(mode="reduce-overhead" if self.device.type == "cuda" else None)
 
@@ -129,12 +136,17 @@ class DiffusionCore:
     def make_teacher(self, state_dict: dict | None = None) -> nn.Module:
         """A frozen copy of the current student (or of `state_dict`): eval mode, no gradients, its forwards
         counted as teacher NFEs."""
-        teacher = UNet(self.config).to(self.device)
-        teacher.load_state_dict(state_dict if state_dict is not None else self.model.state_dict())
-        teacher.eval().requires_grad_(False)
-        self._prepare(teacher, training=False)
-        self.meter.watch(teacher, "teacher")
-        return teacher
+        return self.frozen_copy(state_dict, role="teacher")
+
+    def frozen_copy(self, state_dict: dict | None = None, role: str = "teacher") -> nn.Module:
+        """The student (or `state_dict`) frozen for sampling, in the inference memory format and weight precision;
+        its forwards are counted as `role` (as evaluation NFEs inside the evaluation phase)."""
+        copy = UNet(self.config).to(self.device)
+        copy.load_state_dict(state_dict if state_dict is not None else self.model.state_dict())
+        copy.eval().requires_grad_(False)
+        self._prepare(copy, training=False)
+        self.meter.watch(copy, role)
+        return copy
 
     @torch.no_grad()
     def generate(self, model: nn.Module, seeds: list[int], steps: int, eta: float = 0.0) -> torch.Tensor:

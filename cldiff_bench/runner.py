@@ -309,14 +309,17 @@ class Run:
         previous = None
         if self.strategy.solver_mode == "replay" and self.previous_model_state is not None:
             previous = self._generator_for(self.core.make_teacher(self.previous_model_state))
-        return self.evaluator.after_task(k, self._generator_for(self.core.model), previous, self.strategy.solver_mode)
+        # The student is sampled through a frozen copy: the layout and weight precision made for sampling.
+        student = self.core.frozen_copy(role="student")
+        return self.evaluator.after_task(k, self._generator_for(student), previous, self.strategy.solver_mode)
 
     def _save_grid(self, k: int) -> str:
         from torchvision.utils import save_image
         n = self.budget["grid_samples"]
         with self.meter.phase("evaluation"):
             # The same seeds after every task, so the grids show how the same samples change over the stream.
-            images = self.core.generate(self.core.model, derive_seeds(n, self.cfg.seed, PURPOSE_GRID),
+            images = self.core.generate(self.core.frozen_copy(role="student"),
+                                        derive_seeds(n, self.cfg.seed, PURPOSE_GRID),
                                         self.eval_overrides["fid_steps"])
         rel = f"samples/task{k}.png"
         path = self.run_dir / rel

@@ -57,3 +57,16 @@ def test_compiled_unet_samples_the_same_and_every_forward_is_still_counted():
     torch.testing.assert_close(compiled.generate(compiled.model, SEEDS, 2), expected, atol=1e-4, rtol=0)
     assert compiled.meter.snapshot()["counts"] == plain.meter.snapshot()["counts"]
     assert set(compiled.model.state_dict()) == set(plain.model.state_dict())  # checkpoints are unaffected
+
+
+def test_bfloat16_frozen_copy_samples_exactly_as_autocast_and_leaves_the_student_in_float32():
+    cfg = model_config("tiny", MODEL_PRESETS["tiny"], 1)
+    core = DiffusionCore(cfg, (1, 32, 32), torch.device("cpu"), init_seed=3, precision="bf16")
+    frozen = core.frozen_copy(role="student")
+    assert frozen.conv_in.weight.dtype == torch.bfloat16 and frozen.conv_out.weight.dtype == torch.bfloat16
+    assert frozen.norm_out.weight.dtype == torch.float32          # norms run in float32 under autocast
+    assert all(p.dtype == torch.float32 for p in core.model.parameters())
+    # Autocast rounds the student's float32 weights to the values the copy stores, so the samples are identical.
+    assert torch.equal(core.generate(frozen, SEEDS, 2), core.generate(core.model, SEEDS, 2))
+    counts = core.meter.snapshot()["counts"]
+    assert counts["student_forward"] == 2 * 2 * len(SEEDS) and counts["teacher_forward"] == 0
