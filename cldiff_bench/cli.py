@@ -99,7 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--data-root", default=None)
     te.add_argument("--cache-dir", default=None)
     te.add_argument("--device", default="auto")
-    te.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -201,6 +200,7 @@ def cmd_list(args, registry) -> int:
 
 def cmd_train_evaluator(args, registry) -> int:
     from .evaluation import EvalSettings, train_evaluation_classifier
+    from .evaluation.classifier import EVALUATION_CLASSIFIER_SEED, REFERENCE_SPLIT_SEED
     from .paths import cache_dir as default_cache_dir
     from .profiles import get_profile
     from .runner import resolve_device
@@ -208,9 +208,11 @@ def cmd_train_evaluator(args, registry) -> int:
 
     spec = registry.stream(args.stream)
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
-    stream = spec.build(resolve_data_root(args.data_root), args.seed, cache)
+    # The classifier every run uses: trained on the reference split, from the evaluation classifier's seed.
+    stream = spec.build(resolve_data_root(args.data_root), REFERENCE_SPLIT_SEED, cache)
     settings = EvalSettings(**{"classifier_epochs": spec.evaluator_epochs, **get_profile(args.profile).evaluation})
-    _, info = train_evaluation_classifier(stream, settings, cache, resolve_device(args.device), args.seed)
+    _, info = train_evaluation_classifier(stream, settings, cache, resolve_device(args.device),
+                                          EVALUATION_CLASSIFIER_SEED)
     print(info)
     return 0
 

@@ -292,12 +292,15 @@ class Run:
     # --- evaluation ----------------------------------------------------------------------------------------------
     def _make_evaluator(self):
         from .evaluation import EvalSettings, Evaluator
+        from .evaluation.classifier import REFERENCE_SPLIT_SEED
         try:
             settings = EvalSettings(**self.eval_overrides)
         except TypeError as exc:
             raise UserError(f"bad evaluation setting: {exc}") from exc
+        reference = self.stream if self.cfg.seed == REFERENCE_SPLIT_SEED else \
+            self.spec.build(self.data_root, REFERENCE_SPLIT_SEED, self.cache_dir)
         return Evaluator(self.stream, settings, self.cache_dir, self.device, self.cfg.seed, self.meter,
-                         progress=self.cfg.progress)
+                         progress=self.cfg.progress, reference_stream=reference)
 
     def _generator_for(self, model):
         steps = self.eval_overrides["fid_steps"]

@@ -219,3 +219,27 @@ def test_after_task_with_offline_inception(stream, first_run):
     assert math.isfinite(r["fid"]) and r["fid"] > 0
     # Labels still come from the evaluation classifier.
     assert r["ard"] < 0.3
+
+
+def test_runs_of_every_seed_share_one_evaluation_classifier(tmp_path):
+    """The classifier is trained on the reference split, so its features (FID) and labels (KLD) are the same
+    for every seed and metrics can be averaged over seeds."""
+    from cldiff_bench.evaluation.classifier import classifier_version
+    from cldiff_bench.registry import load_registry
+    from cldiff_bench.runner import Run, RunConfig
+
+    registry = load_registry()
+    spec = registry.stream("digits-5")
+    versions, streams = {}, {}
+    for seed in (0, 1, 2):
+        run = Run(RunConfig(strategy="naive", stream="digits-5", profile="tiny", seed=seed, out=tmp_path,
+                            cache_dir=str(tmp_path / "cache")), registry)
+        run.stream = streams[seed] = spec.build(run.data_root, seed, run.cache_dir)
+        run.meter = None
+        versions[seed] = run._make_evaluator().describe()["evaluation_classifier"]["version"]
+        epochs = run.eval_overrides["classifier_epochs"]
+    assert len(set(versions.values())) == 1
+    # Trained on its own split, seed 1's classifier would be another one: the split orders the training data.
+    assert streams[1].class_order != streams[0].class_order
+    assert classifier_version(streams[1], "cnn", epochs, 0) != versions[1]
+    assert classifier_version(streams[0], "cnn", epochs, 0) == versions[1]

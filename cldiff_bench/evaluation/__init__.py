@@ -86,9 +86,12 @@ class Evaluator:
     """Scores the diffusion model after each task of `stream`; holds the solver between tasks."""
 
     def __init__(self, stream: Stream, settings: EvalSettings, cache_dir: pathlib.Path, device: torch.device,
-                 seed: int, meter=None, progress: bool = True):
+                 seed: int, meter=None, progress: bool = True, reference_stream: Stream | None = None):
+        """`reference_stream`: the stream split with REFERENCE_SPLIT_SEED, on which the evaluation classifier is
+        trained so that runs of every seed share it (default: `stream` itself)."""
         settings.validate()
         self.stream = stream
+        self.reference_stream = reference_stream or stream
         self.settings = settings
         self.cache_dir = pathlib.Path(cache_dir)
         self.device = torch.device(device)
@@ -109,7 +112,7 @@ class Evaluator:
     def classifier(self):
         if self._classifier is None:
             self._classifier, self._classifier_info = train_evaluation_classifier(
-                self.stream, self.settings, self.cache_dir, self.device, EVALUATION_CLASSIFIER_SEED,
+                self.reference_stream, self.settings, self.cache_dir, self.device, EVALUATION_CLASSIFIER_SEED,
                 progress=self.progress)
             self._classifier.requires_grad_(False)
         return self._classifier
@@ -238,9 +241,9 @@ class Evaluator:
         if self._classifier_info is not None:
             info = self._classifier_info
         else:
-            version = classifier_version(self.stream, s.classifier_arch, s.classifier_epochs,
+            version = classifier_version(self.reference_stream, s.classifier_arch, s.classifier_epochs,
                                          EVALUATION_CLASSIFIER_SEED)
-            info_path = classifier_paths(self.cache_dir, self.stream.dataset, version)[1]
+            info_path = classifier_paths(self.cache_dir, self.reference_stream.dataset, version)[1]
             info = json.loads(info_path.read_text()) if info_path.exists() else {"version": version,
                                                                                  "status": "not trained yet"}
         out["evaluation_classifier"] = info

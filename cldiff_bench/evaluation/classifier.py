@@ -27,6 +27,9 @@ from ..io import atomic_torch_save, atomic_write_json, load_tensors
 CLASSIFIER_CODE_VERSION = "c1"
 # The evaluation classifier of a data set is the same for every run (see the module docstring).
 EVALUATION_CLASSIFIER_SEED = 0
+# The evaluation classifier belongs to the data set, not to a run: every run, whatever its seed, uses the one trained
+# on the stream as this seed splits it (the split decides the order of the training data and so the weights).
+REFERENCE_SPLIT_SEED = 0
 CLASSIFIER_ARCHS = ("cnn", "resnet18")
 
 _PURPOSE_INIT = 0xE101
