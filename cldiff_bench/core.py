@@ -135,7 +135,7 @@ class DiffusionCore:
 
     def make_teacher(self, state_dict: dict | None = None) -> nn.Module:
         """A frozen copy of the current student (or of `state_dict`): eval mode, no gradients, its forwards
-        counted as teacher NFEs."""
+        counted as teacher NFEs. Call it under `autocast()`: with bf16 precision its weights are bfloat16."""
         return self.frozen_copy(state_dict, role="teacher")
 
     def frozen_copy(self, state_dict: dict | None = None, role: str = "teacher") -> nn.Module:

@@ -47,7 +47,8 @@ class TeacherStrategy(Strategy):
     # --- shared building blocks ----------------------------------------------------------------------------------
     @torch.no_grad()
     def teacher_prediction(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.teacher(x, t)
+        with self.core.autocast():  # the runner's already; also when a plugin calls this outside a training step
+            return self.teacher(x, t)
 
     def renoised_teacher_samples(self, batch: Batch):
         """B fresh teacher samples (n-step DDIM), noised again with fresh noise at fresh t'."""
