@@ -207,8 +207,11 @@ class Run:
                                          resume_at.get("loss_sums"))
             # The model after each task is kept so `cldiff-bench evaluate` can score the run again later.
             atomic_torch_save(self.core.model.state_dict(), self.run_dir / task_model_path(k))
-            metrics = self._evaluate(k)
-            grid = self._save_grid(k)
+            # The student is sampled through one frozen copy: the layout and weight precision made for sampling.
+            student = self.core.frozen_copy(role="student")
+            metrics = self._evaluate(k, student)
+            grid = self._save_grid(k, student)
+            del student
             cost = CostMeter.difference(self.meter.snapshot(), before)
             cost.update(self.meter.peak_memory())
             self.records.append({"task": k, "classes": stream.tasks[k].classes, "train": train_log,
@@ -306,23 +309,21 @@ class Run:
         steps = self.eval_overrides["fid_steps"]
         return lambda seeds: self.core.generate(model, list(seeds), steps)
 
-    def _evaluate(self, k: int) -> dict:
+    def _evaluate(self, k: int, student=None) -> dict:
         if self.evaluator is None:
             return {}
         previous = None
         if self.strategy.solver_mode == "replay" and self.previous_model_state is not None:
             previous = self._generator_for(self.core.make_teacher(self.previous_model_state))
-        # The student is sampled through a frozen copy: the layout and weight precision made for sampling.
-        student = self.core.frozen_copy(role="student")
+        student = student if student is not None else self.core.frozen_copy(role="student")
         return self.evaluator.after_task(k, self._generator_for(student), previous, self.strategy.solver_mode)
 
-    def _save_grid(self, k: int) -> str:
+    def _save_grid(self, k: int, student) -> str:
         from torchvision.utils import save_image
         n = self.budget["grid_samples"]
         with self.meter.phase("evaluation"):
             # The same seeds after every task, so the grids show how the same samples change over the stream.
-            images = self.core.generate(self.core.frozen_copy(role="student"),
-                                        derive_seeds(n, self.cfg.seed, PURPOSE_GRID),
+            images = self.core.generate(student, derive_seeds(n, self.cfg.seed, PURPOSE_GRID),
                                         self.eval_overrides["fid_steps"])
         rel = f"samples/task{k}.png"
         path = self.run_dir / rel
