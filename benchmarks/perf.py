@@ -4,7 +4,7 @@
 
 Figures, each timed for the reference, ours at the suite's default precision and ours in float32, taking turns:
   train      one training step (forward, MSE eps loss, backward, grad-norm clip, Adam step)
-  generate   teacher replay generation (DDIM, no grad)
+  generate   teacher replay generation (DDIM, no grad), also at 4x the batch: what --replay-ahead 4 would get
   iteration  one full naive / gr / gd training iteration from task 2 on (the registered strategies)
   evaluate   evaluation sampling (10-step DDIM) at the largest batch that fits
 images/s counts the real images of a batch; the achieved FLOP/s counts a backward as two forwards.
@@ -57,7 +57,7 @@ class Plan:
 def make_plan(args, device: torch.device) -> Plan:
     cuda = device.type == "cuda"
     if args.quick:
-        plan = Plan(streams=["fmnist"], train_batches=[32], generation=[(2, 32)], iteration_batch=8,
+        plan = Plan(streams=["fmnist"], train_batches=[32], generation=[(2, 32), (2, 128)], iteration_batch=8,
                     eval_batch=32, warmup=1, repeats=3, peak_size=2048,
                     skipped=["training step at batch 128", "10-step generation at batch 128",
                              "iterations at batch 128 (run at batch 8)",
@@ -65,7 +65,9 @@ def make_plan(args, device: torch.device) -> Plan:
         if (args.stream or "fmnist") == "fmnist":
             plan.skipped.append("the CIFAR-10 network")
     else:
-        plan = Plan(streams=["fmnist", "cifar10"], train_batches=[32, 128], generation=[(2, 128), (10, 128)],
+        # Generation at 4 x 128 too: whether drawing 4 iterations' replay at once (--replay-ahead 4) pays.
+        plan = Plan(streams=["fmnist", "cifar10"], train_batches=[32, 128],
+                    generation=[(2, 128), (10, 128), (2, 512)],
                     iteration_batch=128, eval_batch=0 if cuda else 256, warmup=3 if cuda else 1,
                     repeats=10 if cuda else 3, peak_size=8192 if cuda else 4096)
     if args.stream:

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="NHWC U-Net weights for sampling only (default), for training too, or never")
     run.add_argument("--compile", action="store_true",
                      help="torch.compile the U-Nets (CUDA graphs on GPUs; compiling takes minutes on a CPU)")
+    run.add_argument("--replay-ahead", type=int, default=1, metavar="N",
+                     help="draw the teacher's replay samples of N iterations in one batch (same samples, each used "
+                          "once; helps a GPU that is underused at the training batch size; default 1)")
     run.add_argument("--out", type=Path, default=Path("runs"), help="output root (default ./runs)")
     run.add_argument("--data-root", default=None,
                      help="where data sets live (default: $CLDIFF_BENCH_DATA, else the cache dir's data/)")
@@ -112,7 +115,8 @@ def cmd_run(args, registry) -> int:
             raise UserError(f"--seed must be non-negative, got {seed}")
         cfg = RunConfig(strategy=args.strategy, stream=args.stream, seed=seed, profile=args.profile,
                         device=args.device, precision=args.precision, channels_last=args.channels_last,
-                        compile=args.compile, out=args.out, data_root=args.data_root,
+                        compile=args.compile, replay_ahead=args.replay_ahead, out=args.out,
+                        data_root=args.data_root,
                         cache_dir=args.cache_dir,
                         strategy_options={"lambda": args.lam, "teacher_steps": args.teacher_steps,
                                           "teacher_eta": args.teacher_eta},

@@ -28,14 +28,22 @@ class SpeedOptions:
         are about 1.25x faster with it on a CPU; training stays NCHW, where NHWC measured slower on a CPU.
     compile: torch.compile the U-Nets; on a GPU with mode "reduce-overhead", which replays CUDA graphs for the
         fixed-shape sampling and training steps. Off by default: compiling takes minutes on a CPU.
+    replay_ahead: teacher strategies draw the replay samples of this many iterations in one teacher batch and use
+        them in turn. Every sample is still determined by its own iteration's seeds and used once, so only the
+        batching changes. 1 (default) draws per iteration: on a CPU a larger batch is no faster per image; a GPU
+        that is underused at the training batch size gains (`benchmarks/perf.py` measures both batch sizes).
     """
     channels_last: str = "inference"
     compile: bool = False
+    replay_ahead: int = 1
 
     def __post_init__(self):
         if self.channels_last not in CHANNELS_LAST:
             from .errors import unknown_name
             raise unknown_name("channels-last mode", self.channels_last, CHANNELS_LAST)
+        if not isinstance(self.replay_ahead, int) or self.replay_ahead < 1:
+            from .errors import UserError
+            raise UserError(f"--replay-ahead must be a whole number >= 1, got {self.replay_ahead!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -35,6 +35,7 @@ class TeacherStrategy(Strategy):
     def __init__(self, core, options=None):
         super().__init__(core, options)
         self.teacher: torch.nn.Module | None = None
+        self._replay_queue: dict[int, torch.Tensor] = {}  # iteration -> its teacher samples drawn ahead
 
     # --- the two axes --------------------------------------------------------------------------------------------
     def replay_inputs(self, batch: Batch, x_t: torch.Tensor, t: torch.Tensor):
@@ -50,18 +51,38 @@ class TeacherStrategy(Strategy):
         with self.core.autocast():  # the runner's already; also when a plugin calls this outside a training step
             return self.teacher(x, t)
 
+    def teacher_samples(self, batch: Batch) -> torch.Tensor:
+        """This iteration's B teacher samples (n-step DDIM), image i determined by the iteration's seed i.
+
+        With the speed option replay_ahead = A they are drawn in one teacher batch with those of the next A - 1
+        iterations (never past the task's end) and kept until their iteration comes; a batch smaller than the one
+        drawn for (the last of an epoch) takes the first images, which are exactly its own seeds' samples.
+        """
+        n = batch.x0.shape[0]
+        queued = self._replay_queue.pop(batch.iteration, None)
+        if queued is not None and len(queued) >= n:
+            return queued[:n]
+        self._replay_queue.clear()
+        end = batch.iteration + self.core.speed.replay_ahead
+        if batch.iterations is not None:
+            end = max(batch.iteration + 1, min(end, batch.iterations))
+        iterations = range(batch.iteration, end)
+        seeds = [s for i in iterations for s in batch.sample_seeds(n, PURPOSE_REPLAY_SAMPLES, iteration=i)]
+        with self.core.meter.phase("replay_generation"):
+            images = self.core.generate(self.teacher, seeds, self.opts["teacher_steps"], self.opts["teacher_eta"])
+        chunks = images.split(n)
+        self._replay_queue.update(zip(iterations[1:], chunks[1:]))
+        return chunks[0]
+
     def renoised_teacher_samples(self, batch: Batch):
         """B fresh teacher samples (n-step DDIM), noised again with fresh noise at fresh t'."""
-        n = batch.x0.shape[0]
-        with self.core.meter.phase("replay_generation"):
-            x0_r = self.core.generate(self.teacher, batch.sample_seeds(n, PURPOSE_REPLAY_SAMPLES),
-                                      self.opts["teacher_steps"], self.opts["teacher_eta"])
-        return self.core.training_targets(x0_r, batch.generator(PURPOSE_REPLAY_NOISE))
+        return self.core.training_targets(self.teacher_samples(batch), batch.generator(PURPOSE_REPLAY_NOISE))
 
     # --- protocol ------------------------------------------------------------------------------------------------
     def begin_task(self, k: int) -> None:
         super().begin_task(k)
         self.teacher = None  # release the previous teacher before copying the new one
+        self._replay_queue.clear()
         if k > 0:
             self.teacher = self.core.make_teacher()
 
@@ -88,6 +109,7 @@ class TeacherStrategy(Strategy):
 
     def end_task(self, k: int) -> None:
         self.teacher = None
+        self._replay_queue.clear()
 
     def state_dict(self) -> dict:
         state = super().state_dict()
@@ -98,6 +120,7 @@ class TeacherStrategy(Strategy):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.teacher = None
+        self._replay_queue.clear()  # samples drawn ahead are not saved: their seeds draw them again
         if "teacher" in state:
             self.teacher = self.core.make_teacher()
             self.teacher.load_state_dict(state["teacher"])

@@ -51,6 +51,7 @@ class RunConfig:
     precision: str = "auto"              # auto: bfloat16 autocast where the hardware has it, else float32
     channels_last: str = "inference"     # see core.SpeedOptions
     compile: bool = False
+    replay_ahead: int = 1
     out: Path = Path("runs")
     data_root: str | None = None
     cache_dir: str | None = None
@@ -83,8 +84,13 @@ def _check_positive(name: str, value):
         raise UserError(f"{name} must be positive, got {value}")
 
 
+# Settings of how fast a run goes, not of what it computes (beyond rounding): a run may be resumed with others.
+SPEED_KEYS = ("speed",)
+
+
 def config_hash(resolved: dict) -> str:
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+    defining = {k: v for k, v in resolved.items() if k not in SPEED_KEYS}
+    return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Run:
@@ -108,7 +114,7 @@ class Run:
         self.budget = budget
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
-        self.speed = SpeedOptions(cfg.channels_last, cfg.compile)
+        self.speed = SpeedOptions(cfg.channels_last, cfg.compile, cfg.replay_ahead)
         self.cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
         if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
             raise UserError(f"--data-root {cfg.data_root} does not exist")
@@ -141,10 +147,13 @@ class Run:
         self.config_digest = digest
         if cfg_file.is_file():
             existing = read_json(cfg_file)
-            same = existing.get("config_hash") == digest
+            # Hashed again rather than trusted, so run directories written before the speed settings were left
+            # out of the hash are still recognised.
+            theirs = config_hash(existing.get("config") or {})
+            same = theirs == digest
             if not same and not self.cfg.force:
                 raise UserError(f"{self.run_dir} holds a run with another configuration "
-                                f"({existing.get('config_hash')} != {digest}); use another --out or --force")
+                                f"({theirs} != {digest}); use another --out or --force")
             if self.cfg.force or not same:
                 self._clear_run_dir()
             elif result_path(self.run_dir).is_file():
@@ -261,7 +270,7 @@ class Run:
                     perm_epoch = epoch
                 idx = perm[pos * batch_size:(pos + 1) * batch_size]
                 batch = Batch(x0=to_model_range(data.images[idx]).to(self.device), labels=data.labels[idx],
-                              task=k, iteration=it, seed=self.cfg.seed)
+                              task=k, iteration=it, seed=self.cfg.seed, iterations=total)
                 with self.meter.phase("train"):
                     with self.core.autocast():
                         terms = self.strategy.batch_loss(batch)

@@ -35,12 +35,14 @@ class Batch:
     task: int
     iteration: int
     seed: int
+    iterations: int | None = None  # the task's iteration count, when known: work done ahead stops at its end
 
     def generator(self, purpose: int) -> torch.Generator:
         return generator(self.seed, self.task, self.iteration, purpose)
 
-    def sample_seeds(self, n: int, purpose: int) -> list[int]:
-        return derive_seeds(n, self.seed, self.task, self.iteration, purpose)
+    def sample_seeds(self, n: int, purpose: int, iteration: int | None = None) -> list[int]:
+        """n per-sample seeds of this iteration's draw (or of a later `iteration` of the same task)."""
+        return derive_seeds(n, self.seed, self.task, self.iteration if iteration is None else iteration, purpose)
 
 
 @dataclass

@@ -72,3 +72,29 @@ def test_bfloat16_frozen_copy_samples_exactly_as_autocast_and_leaves_the_student
     assert torch.equal(core.generate(frozen, SEEDS, 2), core.generate(core.model, SEEDS, 2))
     counts = core.meter.snapshot()["counts"]
     assert counts["student_forward"] == 2 * 2 * len(SEEDS) and counts["teacher_forward"] == 0
+
+
+def test_replay_ahead_below_one_is_refused():
+    with pytest.raises(UserError, match="replay-ahead"):
+        SpeedOptions(replay_ahead=0)
+
+
+def test_replay_ahead_trains_the_same_run_and_speed_settings_are_recorded_not_hashed(tmp_path, capsys):
+    """A gr run drawing its replay 3 iterations ahead trains exactly as one drawing per iteration; the setting is
+    recorded in the result, and a run directory accepts another speed setting as the same configuration."""
+    from cldiff_bench.cli import main
+    from cldiff_bench.io import read_json
+
+    fast = ["run", "--strategy", "gr", "--stream", "digits-5", "--profile", "tiny", "--iterations", "4",
+            "--precision", "fp32", "--no-eval", "--no-progress"]
+    assert main([*fast, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*fast, "--out", str(tmp_path / "ahead"), "--replay-ahead", "3"]) == 0
+    plain, ahead = (read_json(tmp_path / d / "digits-5/tiny/gr/seed0/result.json") for d in ("plain", "ahead"))
+    assert ahead["config"]["speed"]["replay_ahead"] == 3 and plain["config"]["speed"]["replay_ahead"] == 1
+    assert ahead["config_hash"] == plain["config_hash"]
+    for p, a in zip(plain["tasks"], ahead["tasks"]):
+        assert a["train"]["mean_losses"] == pytest.approx(p["train"]["mean_losses"], rel=1e-4)
+        assert a["cost"]["counts"] == p["cost"]["counts"]  # no sample drawn that is not used
+    capsys.readouterr()
+    assert main([*fast, "--out", str(tmp_path / "plain"), "--replay-ahead", "2"]) == 0
+    assert "skipped" in capsys.readouterr().err

@@ -155,3 +155,24 @@ def test_per_stream_defaults():
     assert gd.resolve_options("fmnist-5", {})["teacher_steps"] == 2
     assert gd.resolve_options("cifar10-5", {})["teacher_steps"] == 10
     assert gd.resolve_options("cifar10-5", {})["lambda"] == 0.75
+
+
+def test_replay_ahead_draws_the_same_samples_in_fewer_teacher_batches():
+    """replay_ahead changes how the teacher's samples are batched, never which samples an iteration gets."""
+    from dataclasses import replace
+
+    from cldiff_bench.core import SpeedOptions
+
+    per_iteration, _ = at_task_one("gr")
+    ahead, ahead_core = at_task_one("gr")
+    ahead_core.speed = SpeedOptions(replay_ahead=3)
+    calls = InputRecorder(ahead.teacher)
+    generated_before = ahead_core.meter.snapshot()["counts"]["images_generated"]
+    sizes = [4, 4, 4, 4, 2]  # the last batch of an epoch can be smaller
+    for it, n in enumerate(sizes):
+        b = replace(batch(1, it, n=n), iterations=len(sizes))
+        torch.testing.assert_close(ahead.teacher_samples(b), per_iteration.teacher_samples(b), atol=1e-4, rtol=0)
+    # Two teacher batches (iterations 0-2, then 3-4 as the task ends there) of 2 DDIM steps each, not five.
+    assert [len(x) for x, _, _ in calls.calls] == [12, 12, 8, 8]
+    assert ahead_core.meter.snapshot()["counts"]["images_generated"] - generated_before == 20
+    assert not ahead._replay_queue  # nothing left over for iterations that do not exist
