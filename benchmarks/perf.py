@@ -57,9 +57,9 @@ class Plan:
 def make_plan(args, device: torch.device) -> Plan:
     cuda = device.type == "cuda"
     if args.quick:
-        plan = Plan(streams=["fmnist"], train_batches=[32], generation=[(2, 32), (2, 128)], iteration_batch=8,
+        plan = Plan(streams=["fmnist"], train_batches=[32, 128], generation=[(2, 32), (2, 128)], iteration_batch=8,
                     eval_batch=32, warmup=1, repeats=3, peak_size=2048,
-                    skipped=["training step at batch 128", "10-step generation at batch 128",
+                    skipped=["10-step generation at batch 128", "2-step generation at batch 512",
                              "iterations at batch 128 (run at batch 8)",
                              "evaluation sampling at the largest batch (run at batch 32)"])
         if (args.stream or "fmnist") == "fmnist":
@@ -111,6 +111,9 @@ class StreamBench:
     def row(self, figure: str, name: str, batch: int, forwards_per_image: int, work) -> dict:
         seconds = measure({v: (lambda r=r: work(r)) for v, r in self.runners.items()}, self.device,
                           self.plan.warmup, self.plan.repeats)
+        return self.record(figure, name, batch, forwards_per_image, seconds)
+
+    def record(self, figure: str, name: str, batch: int, forwards_per_image: int, seconds: dict) -> dict:
         ips = {v: batch / s for v, s in seconds.items()}
         achieved = {v: self.flops[v] * forwards_per_image * ips[v] for v in VARIANTS}
         peak = {v: self.peaks[self.precision[v]] for v in VARIANTS}
@@ -134,19 +137,26 @@ class StreamBench:
             self.row("train", "training step", b, 3, lambda r: r.train_step(x0))
         for steps, b in plan.generation:
             self.row("generate", f"replay generation, {steps}-step DDIM", b, steps, lambda r: r.generate(b, steps))
-        x0 = self.images(plan.iteration_batch)
-        for strategy in ("naive", "gr", "gd"):
-            opts = strategy_options(self.stream, strategy)
-            steps = opts.get("teacher_steps", 0)
-            label = f"{strategy} iteration" + (f" ({steps}-step teacher)" if steps else "")
-            row = self.row("iteration", label, plan.iteration_batch, analytic_forwards(strategy, steps),
-                           lambda r: r.iteration(strategy, x0))
-            row["strategy"], row["teacher_steps"] = strategy, steps
+        self.iterations(plan.iteration_batch)
         if plan.eval_batch is not None:
             b = plan.eval_batch or self._largest_eval_batch()
             self.row("evaluate", f"evaluation sampling, {EVAL_STEPS}-step DDIM", b, EVAL_STEPS,
                      lambda r: r.generate(b, EVAL_STEPS))
         return self.rows
+
+    def iterations(self, batch: int) -> None:
+        """The naive, gr and gd iterations of all variants taking turns in every round, so that the time ratios
+        between strategies, which are set against the analytic counts, share the machine's drift too."""
+        x0 = self.images(batch)
+        strategies = ("naive", "gr", "gd")
+        work = {(s, v): (lambda s=s, r=r: r.iteration(s, x0)) for s in strategies for v, r in self.runners.items()}
+        seconds = measure(work, self.device, self.plan.warmup, self.plan.repeats)
+        for strategy in strategies:
+            steps = strategy_options(self.stream, strategy).get("teacher_steps", 0)
+            label = f"{strategy} iteration" + (f" ({steps}-step teacher)" if steps else "")
+            row = self.record("iteration", label, batch, analytic_forwards(strategy, steps),
+                              {v: seconds[strategy, v] for v in VARIANTS})
+            row["strategy"], row["teacher_steps"] = strategy, steps
 
     def _largest_eval_batch(self, start: int = 256, cap: int = 4096) -> int:
         def probe(b):  # sampling holds no graph, so one step needs what ten need

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Hashable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -19,8 +19,8 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def measure(variants: dict[str, Callable[[], object]], device: torch.device, warmup: int,
-            repeats: int) -> dict[str, float]:
+def measure(variants: dict[Hashable, Callable[[], object]], device: torch.device, warmup: int,
+            repeats: int) -> dict[Hashable, float]:
     """Median seconds per call of each variant. Variants take turns within every round, so drift in the machine's
     load (other jobs, clocks, temperature) is shared by all of them instead of landing on whichever ran last."""
     times: dict[str, list[float]] = {name: [] for name in variants}
