@@ -58,10 +58,10 @@ def make_plan(args, device: torch.device) -> Plan:
     cuda = device.type == "cuda"
     if args.quick:
         plan = Plan(streams=["fmnist"], train_batches=[32, 128], generation=[(2, 32), (2, 128)], iteration_batch=8,
-                    eval_batch=32, warmup=1, repeats=3, peak_size=2048,
+                    eval_batch=128, warmup=1, repeats=3, peak_size=2048,
                     skipped=["10-step generation at batch 128", "2-step generation at batch 512",
                              "iterations at batch 128 (run at batch 8)",
-                             "evaluation sampling at the largest batch (run at batch 32)"])
+                             "evaluation sampling at the largest batch (run at batch 128)"])
         if (args.stream or "fmnist") == "fmnist":
             plan.skipped.append("the CIFAR-10 network")
     else:
