@@ -206,7 +206,7 @@ def report(result: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="a few minutes on a small CPU")
+    p.add_argument("--quick", action="store_true", help="10-15 minutes on a 2-core CPU")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--stream", choices=["fmnist", "cifar10", "both"], default=None)
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
