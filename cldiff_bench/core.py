@@ -30,8 +30,8 @@ class SpeedOptions:
         fixed-shape sampling and training steps. Off by default: compiling takes minutes on a CPU.
     replay_ahead: teacher strategies draw the replay samples of this many iterations in one teacher batch and use
         them in turn. Every sample is still determined by its own iteration's seeds and used once, so only the
-        batching changes. 1 (default) draws per iteration: on a CPU a larger batch is no faster per image; a GPU
-        that is underused at the training batch size gains (`benchmarks/perf.py` measures both batch sizes).
+        batching changes. 1 (default) draws per iteration: on a CPU a larger batch is not reliably faster per
+        image; a GPU underused at the training batch size may gain (`benchmarks/perf.py` measures both sizes).
     """
     channels_last: str = "inference"
     compile: bool = False
