@@ -23,7 +23,7 @@ def measure(variants: dict[Hashable, Callable[[], object]], device: torch.device
             repeats: int) -> dict[Hashable, float]:
     """Median seconds per call of each variant. Variants take turns within every round, so drift in the machine's
     load (other jobs, clocks, temperature) is shared by all of them instead of landing on whichever ran last."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    times: dict[Hashable, list[float]] = {name: [] for name in variants}
     for round_ in range(warmup + repeats):
         for name, fn in variants.items():
             seconds = timed(fn, device)

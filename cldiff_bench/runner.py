@@ -318,13 +318,12 @@ class Run:
         steps = self.eval_overrides["fid_steps"]
         return lambda seeds: self.core.generate(model, list(seeds), steps)
 
-    def _evaluate(self, k: int, student=None) -> dict:
+    def _evaluate(self, k: int, student) -> dict:
         if self.evaluator is None:
             return {}
         previous = None
         if self.strategy.solver_mode == "replay" and self.previous_model_state is not None:
             previous = self._generator_for(self.core.make_teacher(self.previous_model_state))
-        student = student if student is not None else self.core.frozen_copy(role="student")
         return self.evaluator.after_task(k, self._generator_for(student), previous, self.strategy.solver_mode)
 
     def _save_grid(self, k: int, student) -> str:
@@ -404,9 +403,8 @@ def evaluate_run(run_dir: Path, evaluation: dict[str, Any], registry: Registry, 
         if not path.is_file():
             raise UserError(f"{path} is missing: the run was made without per-task models and cannot be re-scored")
         state = load_tensors(path)
-        run.core.model.load_state_dict(state)
         before = run.meter.snapshot()
-        record["metrics"] = run._evaluate(k)
+        record["metrics"] = run._evaluate(k, run.core.frozen_copy(state, role="student"))
         record["cost"]["seconds"]["evaluation"] = CostMeter.difference(run.meter.snapshot(), before)["seconds"][
             "evaluation"]
         if run.strategy.solver_mode == "replay":
