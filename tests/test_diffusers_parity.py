@@ -104,7 +104,7 @@ def test_every_step_matches_diffusers_own_schedule(core, steps, eta):
 
 def test_terminal_step_differs_from_diffusers_only_where_x_is_within_1e4_of_eps(core):
     """At t = T-1 alpha_bar is exactly 0 and x0 = (x - eps) / sqrt(alpha_bar) has no value. diffusers divides by
-    zero (inf, clipped to +-1); we floor alpha_bar at 1e-8 as the study's code does, so |x - eps| >= 1e-4 clips to
+    zero (inf, clipped to +-1); we divide by sqrt(alpha_bar + 1e-8) as the study's code does, so |x - eps| >= 1e-4 clips to
     the same +-1 and smaller gaps give x0 = (x - eps) * 1e4 in (-1, 1) instead."""
     s, sampler = scheduler(), core.sampler(2)
     s.set_timesteps(2)

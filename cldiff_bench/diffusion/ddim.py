@@ -16,9 +16,10 @@ from .seeding import per_sample_normal
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # Zero terminal SNR makes alpha_bar at t = T-1 exactly 0, so x0 = (x - sqrt(1-a) eps) / sqrt(a) divides by zero.
-# The original code adds 1e-8 under the square root and relies on the clamp of x0 to [-1, 1]; we floor alpha_bar at
-# the same value: identical at t = T-1, and exact wherever alpha_bar >= 1e-8 (every t < 998).
-ALPHA_BAR_FLOOR = 1e-8
+# The study's code divides by sqrt(alpha_bar + 1e-8) at every step (not only the terminal one) and relies on the
+# clamp of x0 to [-1, 1]; so do we. A floor, max(alpha_bar, 1e-8), is not the same: the added 1e-8 shifts every step
+# a little, and over 100 steps the two drift apart by O(1).
+X0_DENOMINATOR_EPSILON = 1e-8
 
 
 def trailing_timesteps(num_steps: int, num_train_timesteps: int = 1000) -> list[int]:
@@ -50,21 +51,23 @@ class DDIMSampler:
         self._ab_t = ab_t
         self._ab_prev = ab_prev
         self._t_tensor = torch.tensor(self.timesteps, device=ab.device, dtype=torch.long)
-        variance = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
+        # The study's variance also adds the epsilon to alpha_bar_prev (only eta > 0 reads it).
+        variance = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / (ab_prev + X0_DENOMINATOR_EPSILON))
         self._sigma = self.eta * variance.clamp_min(0).sqrt()
 
     @property
     def settings(self) -> dict:
         return {"sampler": "ddim", "steps": self.num_steps, "eta": self.eta, "clip_x0": self.clip_x0,
-                "timestep_spacing": "trailing", "timesteps": list(self.timesteps)}
+                "timestep_spacing": "trailing", "timesteps": list(self.timesteps),
+                "x0_denominator": f"sqrt(alpha_bar + {X0_DENOMINATOR_EPSILON:g})"}
 
     def step(self, eps: torch.Tensor, i: int, x: torch.Tensor, noise: torch.Tensor | None = None):
         """One DDIM update from step i of the grid; returns (x_prev, predicted x0)."""
         ab_t, ab_prev, sigma = self._ab_t[i], self._ab_prev[i], self._sigma[i]
-        x0 = (x - (1 - ab_t).sqrt() * eps) / ab_t.clamp_min(ALPHA_BAR_FLOOR).sqrt()
+        x0 = (x - (1 - ab_t).sqrt() * eps) / (ab_t + X0_DENOMINATOR_EPSILON).sqrt()
         if self.clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
-        direction = (1 - ab_prev - sigma**2).clamp_min(0).sqrt() * eps
+        direction = (1 - ab_prev - sigma**2).clamp(0.0, 1.0).sqrt() * eps
         x_prev = ab_prev.sqrt() * x0 + direction
         if noise is not None and self.eta > 0:
             x_prev = x_prev + sigma * noise
