@@ -4,7 +4,8 @@ The block structure follows diffusers' UNet2DModel (the network the original stu
 presets have the study's parameter counts and the speed benchmark compares like with like: ResNet blocks with
 GroupNorm, SiLU and a projected sinusoidal time embedding; self-attention after the ResNet blocks of chosen levels
 and in the middle; stride-2 convolutions down, nearest-neighbour + convolution up; skip connections from every
-down-path output.
+down-path output. tests/test_unet_diffusers_parity.py checks both paper presets output for output against
+UNet2DModel with the study's configurations; diffusers_import.py converts its weights.
 """
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ class ResBlock(nn.Module):
 
     def forward(self, x, temb):
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.time_emb_proj(temb)[:, :, None, None]
+        # SiLU before the projection, as diffusers' ResnetBlock2D (and so the study's network) has it.
+        h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.conv_shortcut(x) + h
 
