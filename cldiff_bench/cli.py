@@ -78,9 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev2.add_argument("--output", type=Path, default=None, help="result file to write (default: beside the run's)")
     ev2.add_argument("--no-progress", action="store_true")
 
-    lb = sub.add_parser("leaderboard", help="build the markdown leaderboard and plots from result files")
+    lb = sub.add_parser("leaderboard", help="build the leaderboard (markdown and plots, csv or latex) from result "
+                        "files, with findings: claims checked against its numbers")
     lb.add_argument("results", nargs="+", type=Path, help="result files or folders holding them")
     lb.add_argument("-o", "--output", type=Path, default=Path("leaderboard"), help="output folder")
+    lb.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"],
+                    help="markdown: README.md + plots/ (default); csv: leaderboard.csv + findings.csv; "
+                         "latex: leaderboard.tex (booktabs)")
+    claims = lb.add_mutually_exclusive_group()
+    claims.add_argument("--claims", type=Path, default=None, metavar="FILE",
+                        help="check the claims in this TOML file (default: the study's, shipped with the suite)")
+    claims.add_argument("--no-claims", action="store_true", help="no findings")
     lb.add_argument("--strict", action="store_true", help="a malformed result file is an error (default: skipped)")
     lb.add_argument("--produced-by", default=None, metavar="COMMAND",
                     help="the command that produced the result files, quoted in the page")
@@ -147,24 +155,38 @@ def cmd_evaluate(args, registry) -> int:
 
 
 def cmd_leaderboard(args, registry) -> int:
-    from .leaderboard import build_tables, load_results, render
+    from .leaderboard import DEFAULT_CLAIMS, build_tables, check_claims, load_claims, load_results, publish
+    from .leaderboard.claims import DEFAULT_CLAIMS_NAME
+    # Everything is read and checked before anything is written: a bad input leaves the output folder as it was.
+    claims = None if args.no_claims else load_claims(args.claims or DEFAULT_CLAIMS)
     results, skipped = load_results(args.results, strict=args.strict)
     for line in skipped:
         print(f"cldiff-bench: skipped {line}", file=sys.stderr)
     if not results:
         raise UserError("no valid result files to build a leaderboard from")
-    command = "cldiff-bench leaderboard " + " ".join(map(str, args.results)) + f" -o {args.output}"
-    print(render(build_tables(results, allow_mixed=args.allow_mixed), args.output, skipped, command,
-                 args.produced_by))
+    tables = build_tables(results, allow_mixed=args.allow_mixed)
+    findings = None if claims is None else check_claims(
+        tables, claims, f"`{args.claims}`" if args.claims else DEFAULT_CLAIMS_NAME)
+    if args.output.exists() and not args.output.is_dir():
+        raise UserError(f"output folder {args.output} exists and is not a folder")
+    command = ("cldiff-bench leaderboard " + " ".join(map(str, args.results)) + f" -o {args.output}"
+               + (f" --claims {args.claims}" if args.claims else "") + (" --no-claims" if args.no_claims else ""))
+    try:
+        paths = publish(args.format, tables, args.output, skipped, findings, command, args.produced_by)
+    except OSError as exc:
+        raise UserError(f"cannot write the leaderboard into {args.output}: {exc.strerror or exc}") from exc
+    for path in paths:
+        print(path)
+    if findings is not None:
+        print("cldiff-bench: findings: " + ", ".join(f"{n} {v}" for v, n in findings.counts().items()),
+              file=sys.stderr)
     return 0
 
 
 def cmd_check(args, registry) -> int:
-    from .io import read_json
-    from .leaderboard import compare, parse_tolerances, report
-    from .results import validate_result
-    result = validate_result(read_json(args.result), str(args.result))
-    reference = validate_result(read_json(args.against), str(args.against))
+    from .leaderboard import compare, parse_tolerances, read_result, report
+    result = read_result(args.result, "result file")
+    reference = read_result(args.against, "reference file")
     findings = compare(result, reference, parse_tolerances(args.tolerance), args.all_tasks)
     print(report(findings))
     return 0 if all(f.ok for f in findings) else 1

@@ -10,18 +10,19 @@ from cldiff_bench.leaderboard import (build_tables, load_results, mean_and_stand
                                       parse_markdown_table)
 
 
-def make_result(strategy, seed, final, extractor="classifier", version="0.1.0", n_tasks=3, wall=60.0):
+def make_result(strategy, seed, final, extractor="classifier", version="0.1.0", n_tasks=3, wall=60.0,
+                stream="digits-5"):
     """A minimal result document: metrics rise linearly to `final` values over the tasks."""
     metrics = {m: [v * (k + 1) / n_tasks for k in range(n_tasks)] for m, v in final.items()}
     return {
         "schema_version": 1, "suite": {"name": "cldiff-bench", "version": version, "git": None},
-        "config": {"strategy": strategy, "seed": seed, "stream": "digits-5", "strategy_options": {},
+        "config": {"strategy": strategy, "seed": seed, "stream": stream, "strategy_options": {},
                    "budget": {"profile": "tiny", "model": "tiny", "epochs": 2, "batch_size": 32, "iterations": None,
                               "grid_samples": 16},
                    "model": {"preset": "tiny"}, "precision": "fp32",
                    "evaluation": {"num_generated": 200, "fid_steps": 4}, "class_order": [seed]},
         "evaluation": {"extractor": extractor, "evaluation_classifier": {"version": "cnn-e20"}},
-        "stream": {"name": "digits-5"}, "tasks": [{"task": k, "metrics": {}} for k in range(n_tasks)],
+        "stream": {"name": stream}, "tasks": [{"task": k, "metrics": {}} for k in range(n_tasks)],
         "metrics": metrics, "cost": {"counts": {"student_forward": 1000, "student_backward": 1000,
                                                 "teacher_forward": 500 if strategy != "naive" else 0}},
         "wall_seconds": wall,

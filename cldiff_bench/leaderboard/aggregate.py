@@ -2,6 +2,10 @@
 
 A pure function of the result files: no run state, no "best seed". Cells that would mix suite versions, FID
 extractors, sample counts, budgets or evaluation settings are refused (or, on request, kept and flagged).
+
+A result of kind "oracle" (`cldiff-bench oracle`: real held-out images scored as if generated) becomes the table's
+`real data` row, the floor of the metrics. It trains nothing, so it is held to the runs only on what makes the
+numbers comparable (SCORING), never on budget, model or precision.
 """
 from __future__ import annotations
 
@@ -11,12 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import read_json
-from ..results import RESULT_NAME, validate_result
+from ..results import RESULT_NAME
+from .inputs import read_result
 
 # metric -> True when lower is better
 METRICS = {"fid": True, "kld": True, "ard": True, "accuracy": False}
+NAMES = {"fid": "FID", "kld": "KLD", "ard": "ARD", "accuracy": "Accuracy"}
 TRAINING_NFE_COUNTERS = ("student_forward", "student_backward", "teacher_forward")
+# What an oracle must share with the runs of its table for its metrics to be the same measurement.
+SCORING = ("suite version", "extractor", "generated samples", "evaluation classifier")
+ORACLE_NAME = "real data"
 
 
 @dataclass
@@ -33,6 +41,10 @@ class LoadedResult:
         return int(self.doc["config"]["seed"])
 
     @property
+    def kind(self) -> str:
+        return self.doc.get("kind", "run")
+
+    @property
     def table_key(self) -> tuple[str, str]:
         return self.doc["config"]["stream"], self.doc["config"]["budget"]["profile"]
 
@@ -44,6 +56,10 @@ class LoadedResult:
                 "precision": cfg.get("precision"), "extractor": ev.get("extractor"),
                 "generated samples": settings.get("num_generated"), "metric sampling steps": settings.get("fid_steps"),
                 "evaluation classifier": (ev.get("evaluation_classifier") or {}).get("version")}
+
+    def scoring(self) -> dict:
+        full = self.comparability()
+        return {k: full[k] for k in SCORING}
 
     def row_identity(self) -> dict:
         """What must be equal for results to be seeds of one row: the configuration but the seed."""
@@ -72,7 +88,7 @@ def load_results(paths: list[Path], strict: bool = False) -> tuple[list[LoadedRe
     results, skipped = [], []
     for path in find_results(paths):
         try:
-            results.append(LoadedResult(path, validate_result(read_json(path), str(path))))
+            results.append(LoadedResult(path, read_result(path)))
         except UserError as exc:
             if strict:
                 raise
@@ -100,6 +116,16 @@ class Row:
     training_nfe: float
     results: list[LoadedResult] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    kind: str = "run"
+
+    @property
+    def oracle(self) -> bool:
+        return self.kind == "oracle"
+
+    @property
+    def name(self) -> str:
+        """How the row is shown; claims and csv use `strategy` (the oracle's is "real-data")."""
+        return ORACLE_NAME if self.oracle else self.strategy
 
 
 @dataclass
@@ -119,13 +145,24 @@ def _differences(items: list[LoadedResult], of) -> dict[str, set]:
     return {k: v for k, v in seen.items() if len(v) > 1}
 
 
+def _mixed_settings(runs: list[LoadedResult], oracles: list[LoadedResult]) -> dict[str, set]:
+    mixed = _differences(runs, LoadedResult.comparability)
+    mixed.update(_differences(runs + oracles, LoadedResult.scoring))  # a superset of the runs' values per key
+    return mixed
+
+
 def build_tables(results: list[LoadedResult], allow_mixed: bool = False) -> list[Table]:
     by_table: dict[tuple, list[LoadedResult]] = defaultdict(list)
     for r in results:
         by_table[r.table_key].append(r)
     tables = []
     for (stream, profile), items in sorted(by_table.items()):
-        mixed = _differences(items, LoadedResult.comparability)
+        runs = [r for r in items if r.kind == "run"]
+        oracles = [r for r in items if r.kind == "oracle"]
+        if len(oracles) > 1:
+            raise UserError(f"{stream} / {profile}: more than one real-data result: "
+                            + ", ".join(str(r.path) for r in oracles))
+        mixed = _mixed_settings(runs, oracles)
         notes = []
         if mixed:
             what = "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in mixed.items())
@@ -133,28 +170,36 @@ def build_tables(results: list[LoadedResult], allow_mixed: bool = False) -> list
                 raise UserError(f"results for {stream} / {profile} mix {what}; refusing to rank them together "
                                 f"(pass --allow-mixed to show them with a flag)")
             notes.append(f"mixed settings, rows flagged with (!): {what}")
+        reference = (runs or oracles)[0]
         by_strategy: dict[str, list[LoadedResult]] = defaultdict(list)
-        for r in items:
+        for r in runs:
             by_strategy[r.strategy].append(r)
         rows = []
-        for strategy, runs in sorted(by_strategy.items()):
-            runs.sort(key=lambda r: r.seed)
-            seeds = [r.seed for r in runs]
-            if len(set(seeds)) != len(seeds):
-                dupes = sorted({s for s in seeds if seeds.count(s) > 1})
-                raise UserError(f"{stream} / {profile} / {strategy}: seed(s) {dupes} appear in more than one file: "
-                                + ", ".join(str(r.path) for r in runs if r.seed in dupes))
-            differing = _differences(runs, LoadedResult.row_identity)
-            if differing:
-                raise UserError(f"{stream} / {profile} / {strategy}: the seeds' configurations differ in "
-                                f"{', '.join(differing)}: {', '.join(str(r.path) for r in runs)}")
-            rows.append(_row(strategy, runs, flagged=bool(mixed) and any(
-                r.comparability() != items[0].comparability() for r in runs)))
-        tables.append(Table(stream, profile, rows, items[0].comparability(), notes))
+        for strategy, seeds_runs in sorted(by_strategy.items()):
+            _check_seeds(stream, profile, strategy, seeds_runs)
+            rows.append(_row(strategy, seeds_runs, flagged=bool(mixed) and any(
+                r.comparability() != reference.comparability() for r in seeds_runs)))
+        for oracle in oracles:  # last, so that it reads as the floor under the ranked rows
+            rows.append(_row(oracle.strategy, [oracle], flagged=bool(mixed) and oracle.scoring() != reference.scoring(),
+                             kind="oracle"))
+        tables.append(Table(stream, profile, rows, reference.comparability(), notes))
     return tables
 
 
-def _row(strategy: str, runs: list[LoadedResult], flagged: bool) -> Row:
+def _check_seeds(stream: str, profile: str, strategy: str, runs: list[LoadedResult]) -> None:
+    runs.sort(key=lambda r: r.seed)
+    seeds = [r.seed for r in runs]
+    if len(set(seeds)) != len(seeds):
+        dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise UserError(f"{stream} / {profile} / {strategy}: seed(s) {dupes} appear in more than one file: "
+                        + ", ".join(str(r.path) for r in runs if r.seed in dupes))
+    differing = _differences(runs, LoadedResult.row_identity)
+    if differing:
+        raise UserError(f"{stream} / {profile} / {strategy}: the seeds' configurations differ in "
+                        f"{', '.join(differing)}: {', '.join(str(r.path) for r in runs)}")
+
+
+def _row(strategy: str, runs: list[LoadedResult], flagged: bool, kind: str = "run") -> Row:
     final, per_task = {}, {}
     for metric in METRICS:
         series = [r.doc["metrics"].get(metric) for r in runs]
@@ -164,6 +209,7 @@ def _row(strategy: str, runs: list[LoadedResult], flagged: bool) -> Row:
         per_task[metric] = [mean_and_standard_error([s[k] for s in series]) for k in range(n_tasks)]
         final[metric] = mean_and_standard_error([s[-1] for s in series])
     wall = sum(r.doc.get("wall_seconds", 0.0) for r in runs) / len(runs)
-    nfe = sum(sum(r.doc["cost"]["counts"].get(c, 0) for c in TRAINING_NFE_COUNTERS) for r in runs) / len(runs)
+    counts = [r.doc["cost"].get("counts", {}) for r in runs]
+    nfe = sum(sum(c.get(name, 0) for name in TRAINING_NFE_COUNTERS) for c in counts) / len(runs)
     return Row(strategy, [r.seed for r in runs], final, per_task, wall, nfe, list(runs),
-               ["(!)"] if flagged else [])
+               ["(!)"] if flagged else [], kind)

@@ -61,13 +61,21 @@ def compare(result: dict, reference: dict, tolerances: dict[str, tuple[float, fl
             continue
         if values is None:
             raise UserError(f"the reference has {metric}, the result does not")
+        if len(values) != len(ref_values):
+            raise UserError(f"the result has {metric} for {len(values)} tasks, the reference for {len(ref_values)}")
         tasks = range(len(ref_values)) if all_tasks else [len(ref_values) - 1]
         absolute, relative = tolerances[metric]
         for k in tasks:
+            if ref_values[k] is None:  # not measured in the reference: nothing to hold the result to
+                continue
+            if values[k] is None:
+                raise UserError(f"the reference has {metric} after task {k}, the result does not")
             slack = absolute + relative * abs(ref_values[k])
             limit = ref_values[k] + slack if lower_better else ref_values[k] - slack
             ok = values[k] <= limit if lower_better else values[k] >= limit
             findings.append(Finding(metric, k, values[k], ref_values[k], limit, ok))
+    if not findings:  # a check of nothing must not read as a pass
+        raise UserError("the reference holds no metric values to compare against")
     return findings
 
 

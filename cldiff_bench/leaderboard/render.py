@@ -9,15 +9,18 @@ import torch
 from tabulate import tabulate
 
 from ..io import atomic_write_bytes
-from .aggregate import METRICS, Table
+from .aggregate import METRICS, NAMES, Row, Table
+from .claims import Findings
 
 ARROWS = {True: "↓", False: "↑"}
-NAMES = {"fid": "FID", "kld": "KLD", "ard": "ARD", "accuracy": "Accuracy"}
-CELL = re.compile(r"^\**(?P<mean>-?[\d.eE+-]+) ± (?P<se>[\d.eE+-]+|n/a)\**$")
+NO_SE = "–"  # the real-data row: one measurement, not a mean over seeds
+CELL = re.compile(r"^\**(?P<mean>-?[\d.eE+-]+) ± (?P<se>[\d.eE+-]+|n/a|–)\**$")
+# More rows than this whose error ranges overlap at one task make filled bands unreadable: draw error bars.
+MAX_BANDS = 3
 
 
-def format_cell(mean: float, se: float | None, best: bool) -> str:
-    text = f"{mean:.4g} ± {se:.2g}" if se is not None else f"{mean:.4g} ± n/a"
+def format_cell(mean: float, se: float | None, best: bool, oracle: bool = False) -> str:
+    text = f"{mean:.4g} ± {se:.2g}" if se is not None else f"{mean:.4g} ± {NO_SE if oracle else 'n/a'}"
     return f"**{text}**" if best else text
 
 
@@ -26,7 +29,24 @@ def parse_cell(text: str) -> tuple[float, float | None]:
     m = CELL.match(text.strip())
     if not m:
         raise ValueError(f"not a leaderboard cell: {text!r}")
-    return float(m["mean"]), None if m["se"] == "n/a" else float(m["se"])
+    return float(m["mean"]), None if m["se"] in ("n/a", NO_SE) else float(m["se"])
+
+
+def best_values(table: Table) -> dict[str, float]:
+    """The best final mean per metric among the runs (the real-data row is a floor, not a contender)."""
+    best = {}
+    for m in METRICS:
+        values = [r.final[m][0] for r in table.rows if m in r.final and not r.oracle]
+        if values:
+            best[m] = (min if METRICS[m] else max)(values)
+    return best
+
+
+def relative_time(row: Row, table: Table) -> float | None:
+    naive = next((r for r in table.rows if r.strategy == "naive" and not r.oracle), None)
+    if row.oracle or not naive or not naive.wall_seconds:
+        return None
+    return row.wall_seconds / naive.wall_seconds
 
 
 def _slug(text: str) -> str:
@@ -54,54 +74,133 @@ def budget_phrase(budget: dict) -> str:
 
 def table_markdown(table: Table) -> str:
     metrics = [m for m in METRICS if any(m in r.final for r in table.rows)]
-    best = {}
-    for m in metrics:
-        values = [r.final[m][0] for r in table.rows if m in r.final]
-        best[m] = (min if METRICS[m] else max)(values)
-    naive = next((r for r in table.rows if r.strategy == "naive"), None)
+    best = best_values(table)
     headers = ["strategy", "seeds"] + [f"{NAMES[m]} {ARROWS[METRICS[m]]}" for m in metrics] + [
         "wall time (min)", "training NFEs (M)", "time × naive"]
     body = []
     for r in table.rows:
-        cells = [r.strategy + (" " + " ".join(r.flags) if r.flags else ""), str(len(r.seeds))]
+        cells = [r.name + (" " + " ".join(r.flags) if r.flags else ""), str(len(r.seeds))]
         for m in metrics:
-            cells.append(format_cell(*r.final[m], best=r.final[m][0] == best[m]) if m in r.final else "-")
-        cells += [f"{r.wall_seconds / 60:.1f}", f"{r.training_nfe / 1e6:.2f}",
-                  f"{r.wall_seconds / naive.wall_seconds:.2f}" if naive and naive.wall_seconds else "-"]
+            if m not in r.final:
+                cells.append("-")
+                continue
+            cells.append(format_cell(*r.final[m], best=not r.oracle and r.final[m][0] == best.get(m),
+                                     oracle=r.oracle))
+        rel = relative_time(r, table)
+        if r.oracle:  # trains nothing: no cost to compare
+            cells += [NO_SE, NO_SE, NO_SE]
+        else:
+            cells += [f"{r.wall_seconds / 60:.1f}", f"{r.training_nfe / 1e6:.2f}",
+                      f"{rel:.2f}" if rel is not None else "-"]
         body.append(cells)
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def parse_markdown_table(markdown: str) -> list[dict[str, str]]:
-    """Rows of the first GitHub table in `markdown` as {header: cell} (for tests and tools)."""
-    lines = [l for l in markdown.splitlines() if l.startswith("|")]
-    headers = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(headers, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+def findings_markdown(findings: Findings, table: Table) -> str | None:
+    comparisons = findings.for_table(table)
+    if not comparisons:
+        return None
+    body = [[c.text, format_cell(*c.better_value, best=False, oracle=c.better_oracle),
+             format_cell(*c.worse_value, best=False, oracle=c.worse_oracle),
+             f"{c.advantage:.3g}", f"{c.combined_se:.2g}" if c.combined_se is not None else "n/a",
+             f"**{c.verdict}**" if c.verdict == "contradicted" else c.verdict, (c.source or "").replace("|", "\\|")]
+            for c in comparisons]
+    return tabulate(body, headers=["claim", "claimed better", "claimed worse", "advantage", "combined s.e.",
+                                   "verdict", "source"], tablefmt="github", disable_numparse=True)
 
 
-def plot_metrics(table: Table, path: Path) -> None:
+FINDINGS_HEADING = "### Findings"
+FINDINGS_INTRO = (
+    "Each adjacent pair of a claim, judged from the table above: `holds` when the claimed-better row is better by "
+    "more than the combined standard error sqrt(se_a² + se_b²) (the advantage column, in the metric's units, "
+    "positive in the claim's direction), `contradicted` when the other row is better by more than that, "
+    "`undecided` in between, `n/a` when a row has fewer than 2 seeds. The real-data row's s.e. counts as 0.")
+
+
+def parse_markdown_table(markdown: str, after: str | None = None) -> list[dict[str, str]]:
+    """Rows of the first GitHub table in `markdown` (or the first after the line `after`) as {header: cell}."""
+    all_lines = markdown.splitlines()
+    if after is not None:
+        all_lines = all_lines[all_lines.index(after) + 1:]
+    lines = []
+    for line in all_lines:  # the first contiguous block of table lines
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:
+            break
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().removeprefix("|").removesuffix("|"))]
+
+    headers = cells(lines[0])
+    return [dict(zip(headers, cells(line))) for line in lines[2:]]
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most closed intervals [lo, hi] that share one point."""
+    events = sorted([(lo, 0) for lo, _ in intervals] + [(hi, 1) for _, hi in intervals])  # starts before ends
+    depth = most = 0
+    for _, end in events:
+        depth += -1 if end else 1
+        most = max(most, depth)
+    return most
+
+
+def crowded(rows: list[Row], metric: str) -> bool:
+    """Whether more than MAX_BANDS rows' mean ± s.e. ranges overlap after some task."""
+    series = [r.per_task[metric] for r in rows]
+    for k in range(max((len(s) for s in series), default=0)):
+        ranges = [(s[k][0] - (s[k][1] or 0.0), s[k][0] + (s[k][1] or 0.0)) for s in series if k < len(s)]
+        if max_overlap(ranges) > MAX_BANDS:
+            return True
+    return False
+
+
+def metrics_figure(table: Table):
+    """One panel per metric, one shared legend outside the panels (a legend inside would hide the curves)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metrics = [m for m in METRICS if any(m in r.per_task for r in table.rows)]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    runs = [r for r in table.rows if not r.oracle]
+    colour = {r.strategy: f"C{i % 10}" for i, r in enumerate(runs)}  # one colour per row in every panel
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics) + 1.6, 3.6), squeeze=False,
+                             layout="constrained")
+    handles: dict[str, object] = {}
     for ax, m in zip(axes[0], metrics):
-        for r in table.rows:
-            if m not in r.per_task:
-                continue
+        drawn = [r for r in runs if m in r.per_task]
+        bars = crowded(drawn, m)
+        width = 0.3  # error bars side by side within +-0.15 of the task, so that they do not hide each other
+        for i, r in enumerate(drawn):
             means = [v[0] for v in r.per_task[m]]
             ses = [v[1] or 0.0 for v in r.per_task[m]]
             tasks = list(range(1, len(means) + 1))
-            ax.plot(tasks, means, marker="o", label=r.strategy)
-            ax.fill_between(tasks, [a - b for a, b in zip(means, ses)], [a + b for a, b in zip(means, ses)],
-                            alpha=0.2)
+            if bars:
+                dx = (i / (len(drawn) - 1) - 0.5) * width if len(drawn) > 1 else 0.0
+                handle = ax.errorbar([t + dx for t in tasks], means, yerr=ses, marker="o", markersize=3,
+                                     capsize=2, color=colour[r.strategy], label=r.name)
+            else:
+                (handle,) = ax.plot(tasks, means, marker="o", color=colour[r.strategy], label=r.name)
+                ax.fill_between(tasks, [a - b for a, b in zip(means, ses)], [a + b for a, b in zip(means, ses)],
+                                color=colour[r.strategy], alpha=0.2)
+            handles.setdefault(r.name, handle)
+        for r in table.rows:
+            if r.oracle and m in r.per_task:
+                means = [v[0] for v in r.per_task[m]]
+                (handle,) = ax.plot(range(1, len(means) + 1), means, linestyle="--", color="black", label=r.name)
+                handles.setdefault(r.name, handle)
         ax.set_title(f"{NAMES[m]} ({'lower' if METRICS[m] else 'higher'} is better)")
         ax.set_xlabel("after task")
-        ax.set_xticks(tasks)
-    axes[0][0].legend(fontsize=8)
+        ax.set_xticks(range(1, max(len(r.per_task[m]) for r in table.rows if m in r.per_task) + 1))
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8)
     fig.suptitle(f"{table.stream}, profile {table.profile}: mean ± standard error over seeds")
-    fig.tight_layout()
+    return fig
+
+
+def plot_metrics(table: Table, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    fig = metrics_figure(table)
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -118,43 +217,60 @@ def copy_final_grids(table: Table, folder: Path) -> list[tuple[str, str, int]]:
             name = f"{_slug(table.stream)}-{_slug(table.profile)}-{_slug(r.strategy)}-seed{first.seed}.png"
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(grid, folder / name)
-            out.append((r.strategy, name, first.seed))
+            out.append((r.name, name, first.seed))
     return out
 
 
+def settings_phrase(table: Table) -> str:
+    """The budget and evaluation settings the table's rows share."""
+    s = table.settings
+    scoring = (f"FID features `{s['extractor']}`, {s['generated samples']} generated samples with "
+               f"{s['metric sampling steps']} DDIM steps; suite {s['suite version']}.")
+    if not s["model"]:  # only a real-data result: no training budget to state
+        return "Real data only; " + scoring
+    return (f"Model `{s['budget']['model']}`{model_size_phrase(s['model'])}, {budget_phrase(s['budget'])}, "
+            f"precision {s['precision']}; " + scoring)
+
+
 def render(tables: list[Table], out_dir: Path, skipped: list[str], command: str | None = None,
-           produced_by: str | None = None) -> Path:
+           produced_by: str | None = None, findings: Findings | None = None) -> Path:
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     parts = ["# cldiff-bench leaderboard", "",
              "Metrics after the last task: mean ± standard error over seeds (ddof = 1), the best value per column in "
              "bold; ↓ lower is better, ↑ higher is better. Training NFEs count U-Net evaluations of single images "
-             "(student forward and backward, teacher forward) during training. Generated from result files by "
-             "`cldiff-bench leaderboard`; every number is traceable to a file in `results/`."]
+             "(student forward and backward, teacher forward) during training. A `real data` row scores held-out "
+             "real images as if they were generated: the floor of the metrics, not ranked. Generated from result "
+             "files by `cldiff-bench leaderboard`; every number is traceable to a file in `results/`."]
     if produced_by:
         parts += ["", f"Results produced by: `{produced_by}`"]
     if command:
         parts += ["", f"Page built by: `{command}`"]
+    if findings is not None:
+        parts += ["", f"Findings check the claims in {findings.source} against each table below."]
     for table in tables:
         slug = f"{_slug(table.stream)}-{_slug(table.profile)}"
-        s = table.settings
-        parts += ["", f"## {table.stream}, profile `{table.profile}`", "",
-                  f"Model `{s['budget']['model']}`{model_size_phrase(s['model'])}, {budget_phrase(s['budget'])}"
-                  + f", precision {s['precision']}; FID features `{s['extractor']}`, {s['generated samples']} "
-                  f"generated samples with {s['metric sampling steps']} DDIM steps; suite {s['suite version']}.",
-                  ""]
+        parts += ["", f"## {table.stream}, profile `{table.profile}`", "", settings_phrase(table), ""]
         if table.profile != "paper":
             parts += ["This is not the study's budget (see the `paper` profile); rankings at this budget need not "
                       "match the paper's.", ""]
         parts += [table_markdown(table), ""]
         parts += [f"- {n}" for n in table.notes]
         plot = out_dir / "plots" / f"{slug}-metrics.png"
-        plot_metrics(table, plot)
-        parts += [f"![metrics after every task](plots/{plot.name})", "", "Samples after the last task:", ""]
+        if any(r.per_task for r in table.rows):  # runs without evaluation have nothing to plot
+            plot_metrics(table, plot)
+            parts += [f"![metrics after every task](plots/{plot.name})", ""]
+        parts += ["Samples after the last task:", ""]
         grids = copy_final_grids(table, out_dir / "plots")
         if grids:
             parts += ["| " + " | ".join(g[0] for g in grids) + " |", "|" + "---|" * len(grids),
                       "| " + " | ".join(f"![{g[0]} seed {g[2]}](plots/{g[1]})" for g in grids) + " |"]
+        found = findings_markdown(findings, table) if findings is not None else None
+        if found:
+            parts += ["", FINDINGS_HEADING, "", FINDINGS_INTRO, "", found]
+    if findings is not None and findings.untested:
+        parts += ["", "## Claims not tested", "", "No table here has both rows, with the metric, for:", ""]
+        parts += [f"- {text}" for text in findings.untested]
     if skipped:
         parts += ["", "## Skipped files", ""] + [f"- {line}" for line in skipped]
     path = out_dir / "README.md"

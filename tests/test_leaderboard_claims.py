@@ -1,0 +1,170 @@
+"""Findings: claims files are validated, and every verdict follows from the result files' numbers."""
+import math
+
+import pytest
+
+from cldiff_bench.cli import main
+from cldiff_bench.errors import UserError
+from cldiff_bench.leaderboard import (DEFAULT_CLAIMS, build_tables, check_claims, load_claims, load_results,
+                                      parse_cell, parse_markdown_table)
+from cldiff_bench.leaderboard.claims import verdict
+from cldiff_bench.leaderboard.render import FINDINGS_HEADING
+
+from .test_leaderboard import make_result, write
+
+# Final FIDs per seed. a: mean 12, se 1.155; b: mean 22 (a clearly better); c: mean 13, se 0.289 (within noise of
+# a); d: one seed (no s.e.).
+FIDS = {"a": [10.0, 12.0, 14.0], "b": [20.0, 22.0, 24.0], "c": [12.5, 13.0, 13.5], "d": [11.0]}
+
+
+@pytest.fixture
+def results_dir(tmp_path):
+    for strategy, fids in FIDS.items():
+        for seed, fid in enumerate(fids):
+            # accuracy falls with FID, so that "a > b" on accuracy holds too
+            write(tmp_path / "results", make_result(strategy, seed, {"fid": fid, "accuracy": 1.0 - fid / 100}))
+    return tmp_path / "results"
+
+
+def claims_file(tmp_path, text, name="claims.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def judged(results_dir, claims_text, tmp_path):
+    tables = build_tables(load_results([results_dir])[0])
+    findings = check_claims(tables, load_claims(claims_file(tmp_path, claims_text)), "test claims")
+    return {(c.metric, c.better, c.worse): c for c in findings.comparisons}, findings
+
+
+def test_verdicts_from_means_and_combined_standard_error(results_dir, tmp_path):
+    got, _ = judged(results_dir, """
+[[claim]]
+metric = "fid"
+order = ["a", "b"]
+[[claim]]
+metric = "fid"
+order = ["b", "a"]
+[[claim]]
+metric = "fid"
+order = ["c", "a"]
+[[claim]]
+metric = "fid"
+order = ["a", "d"]
+[[claim]]
+metric = "accuracy"
+order = ["a", "b"]
+""", tmp_path)
+    se_a = math.sqrt(4 / 3)  # ddof-1 s.e. of 10, 12, 14
+    ab = got[("fid", "a", "b")]
+    assert ab.verdict == "holds"
+    assert ab.advantage == pytest.approx(10.0) and ab.combined_se == pytest.approx(math.hypot(se_a, se_a))
+    assert ab.better_value[0] == pytest.approx(12.0) and ab.worse_value[0] == pytest.approx(22.0)
+    assert got[("fid", "b", "a")].verdict == "contradicted"
+    assert got[("fid", "b", "a")].advantage == pytest.approx(-10.0)
+    # c is worse than a by 1, less than the combined s.e. (~1.19): not decided either way
+    assert got[("fid", "c", "a")].verdict == "undecided"
+    assert got[("fid", "a", "d")].verdict == "n/a" and got[("fid", "a", "d")].combined_se is None
+    # higher is better for accuracy: a (0.88) above b (0.78) holds
+    assert got[("accuracy", "a", "b")].verdict == "holds"
+    assert got[("accuracy", "a", "b")].advantage == pytest.approx(0.10)
+
+
+def test_verdict_needs_more_than_the_combined_standard_error():
+    assert verdict(True, (10.0, 3.0), (15.0, 4.0)) == (5.0, 5.0, "undecided")  # exactly one combined s.e.
+    assert verdict(True, (10.0, 3.0), (15.01, 4.0))[2] == "holds"
+    assert verdict(False, (10.0, 3.0), (15.01, 4.0))[2] == "contradicted"
+    assert verdict(True, (10.0, None), (50.0, 1.0))[2] == "n/a"
+
+
+def test_each_adjacent_pair_is_judged_once_and_missing_rows_are_listed_untested(results_dir, tmp_path):
+    got, findings = judged(results_dir, """
+[[claim]]
+metric = "fid"
+order = ["a", "c", "b"]
+source = "chain"
+[[claim]]
+metric = "fid"
+order = ["a", "c"]
+source = "again"
+[[claim]]
+metric = "fid"
+order = ["a", "nobody"]
+[[claim]]
+metric = "fid"
+order = ["a", "b"]
+stream = "fmnist-5"
+[[claim]]
+metric = "kld"
+order = ["a", "b"]
+""", tmp_path)
+    assert set(got) == {("fid", "a", "c"), ("fid", "c", "b")}  # not a < b: the chain's pairs are adjacent only
+    assert got[("fid", "a", "c")].source == "chain"  # stated twice, shown once under the first claim
+    assert findings.untested == ["FID: a < nobody", "FID: a < b on fmnist-5", "KLD: a < b"]
+
+
+def test_markdown_findings_table_reads_back(results_dir, tmp_path):
+    claims = claims_file(tmp_path, '[[claim]]\nmetric = "fid"\norder = ["a", "b"]\nsource = "Table 1 | left"\n'
+                                   '[[claim]]\nmetric = "fid"\norder = ["b", "c"]\n')
+    out = tmp_path / "board"
+    assert main(["leaderboard", str(results_dir), "-o", str(out), "--claims", str(claims)]) == 0
+    text = (out / "README.md").read_text()
+    rows = {r["claim"]: r for r in parse_markdown_table(text, after=FINDINGS_HEADING)}
+    assert set(rows) == {"FID: a < b", "FID: b < c"}
+    assert rows["FID: a < b"]["verdict"] == "holds"
+    assert rows["FID: b < c"]["verdict"] == "**contradicted**"
+    assert parse_cell(rows["FID: a < b"]["claimed better"]) == pytest.approx((12.0, 1.2), abs=0.01)
+    assert parse_cell(rows["FID: a < b"]["claimed worse"])[0] == pytest.approx(22.0)
+    assert rows["FID: a < b"]["source"] == r"Table 1 \| left"  # a '|' in free text does not split the row
+    assert f"`{claims}`" in text
+
+
+def test_no_claims_leaves_the_findings_out(results_dir, tmp_path):
+    out = tmp_path / "board"
+    assert main(["leaderboard", str(results_dir), "-o", str(out), "--no-claims", "--format", "csv"]) == 0
+    assert (out / "leaderboard.csv").is_file() and not (out / "findings.csv").exists()
+    assert main(["leaderboard", str(results_dir), "-o", str(out), "--no-claims"]) == 0
+    assert FINDINGS_HEADING not in (out / "README.md").read_text()
+
+
+def test_the_shipped_study_claims_load_and_state_the_reference_facts():
+    claims = load_claims(DEFAULT_CLAIMS)
+    pairs = {(c.metric, a, b, c.stream) for c in claims for a, b in c.pairs()}
+    for metric in ("fid", "kld"):
+        assert {(metric, "joint", "gd", None), (metric, "gd", "naive", None), (metric, "gd", "lwf", None),
+                (metric, "lwf", "gr", None), (metric, "gd", "gaussian", None), (metric, "gaussian", "gr", None),
+                (metric, "naive", "gr", "cifar10-5")} <= pairs
+    assert {("accuracy", "joint", "gd", None), ("accuracy", "gd", "gr", None), ("accuracy", "gr", "naive", None),
+            ("accuracy", "gd", "naive", None), ("ard", "joint", "naive", None), ("ard", "gd", "gr", None)} <= pairs
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('[[claim]]\nmetric = "fid"\norder = ["a", "b"\n', "not valid TOML"),
+    ('[[claim]]\nmetric = "is"\norder = ["a", "b"]\n', "metric 'is' is not one of fid, kld, ard, accuracy"),
+    ('[[claim]]\nmetric = "fid"\norder = ["a"]\n', "needs at least 2"),
+    ('[[claim]]\nmetric = "fid"\norder = ["a", "b"]\nstreams = "x"\n', "unknown key(s) 'streams'"),
+    ('[[claims]]\nmetric = "fid"\norder = ["a", "b"]\n', "unknown top-level key(s) 'claims'"),
+    ('[[claim]]\nmetric = "fid"\norder = "a, b"\n', "must be a list"),
+    ('[[claim]]\nmetric = "fid"\norder = ["a", "a"]\n', "twice"),
+    ('claim = 3\n', "array of tables"),
+])
+def test_a_malformed_claims_file_is_one_line_naming_it_and_writes_nothing(results_dir, tmp_path, capsys, text,
+                                                                          problem):
+    path = claims_file(tmp_path, text)
+    with pytest.raises(UserError) as exc:
+        load_claims(path)
+    assert str(path) in str(exc.value) and problem in str(exc.value)
+    out = tmp_path / "board"
+    assert main(["leaderboard", str(results_dir), "-o", str(out), "--claims", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_missing_claims_file_is_an_input_error(results_dir, tmp_path, capsys):
+    out = tmp_path / "board"
+    assert main(["leaderboard", str(results_dir), "-o", str(out), "--claims", str(tmp_path / "nope.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.toml does not exist" in err
+    assert not out.exists()
