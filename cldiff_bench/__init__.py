@@ -1,2 +1,2 @@
 """cldiff-bench: a benchmark suite for continual learning of diffusion models."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import UserError
+from .errors import EXIT_INTERRUPTED, Interrupted, UserError
 
 
 def _seeds(text: str) -> list[int]:
@@ -19,8 +20,25 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr and exit status 2, like every other bad input (usage: --help)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cldiff-bench", description="Continual learning of diffusion models: "
+    parser = OneLineParser(prog="cldiff-bench", description="Continual learning of diffusion models: "
                                      "train strategies on class-incremental streams and compare them.")
     parser.add_argument("--version", action="version", version=f"cldiff-bench {__version__}")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -36,8 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seeds", type=_seeds, default=None, help="several seeds, e.g. 0,1,2: one result each")
     run.add_argument("--profile", default="small", help="budget: paper, small or tiny (default small)")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
-    run.add_argument("--precision", default="auto",
-                     help="U-Net precision: auto (bfloat16 autocast where supported), fp32 or bf16 (default auto)")
+    run.add_argument("--precision", default=None, choices=["fp32", "bf16"],
+                     help="U-Net precision (default: the profile's, fp32); bf16 autocast is an opt-in speed-up on "
+                          "hardware with native bfloat16, recorded in the result")
+    run.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="threads of this run (default: one per core); give runs side by side a share each")
     run.add_argument("--channels-last", default="inference", choices=["off", "inference", "all"],
                      help="NHWC U-Net weights for sampling only (default), for training too, or never")
     run.add_argument("--compile", action="store_true",
@@ -50,20 +71,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where data sets live (default: $CLDIFF_BENCH_DATA, else the cache dir's data/)")
     run.add_argument("--cache-dir", default=None, help="caches (default: $CLDIFF_BENCH_CACHE or ~/.cache/cldiff-bench)")
     strat = run.add_argument_group("strategy options (defaults: the study's, per stream)")
-    strat.add_argument("--lambda", dest="lam", type=float, default=None, help="replay loss weight")
+    strat.add_argument("-o", "--option", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                       help="set any option the strategy declares (repeatable; `cldiff-bench list --strategy NAME` "
+                            "lists them), e.g. -o lambda 0.5")
+    strat.add_argument("--lambda", dest="lam", type=_finite, default=None, help="replay loss weight")
     strat.add_argument("--teacher-steps", type=int, default=None, help="DDIM steps of the teacher's replay samples")
-    strat.add_argument("--teacher-eta", type=float, default=None, help="DDIM eta of the teacher's replay samples")
+    strat.add_argument("--teacher-eta", type=_finite, default=None, help="DDIM eta of the teacher's replay samples")
     budget = run.add_argument_group("budget overrides (defaults: the profile's)")
     budget.add_argument("--model", default=None, help="model preset (see `cldiff-bench list`)")
-    budget.add_argument("--epochs", type=float, default=None, help="epochs per task")
+    budget.add_argument("--init-model", default=None, metavar="PATH",
+                        help="start from these weights instead of a random U-Net: a diffusers UNet2DModel folder, "
+                             "a file from `import-unet`, or a run's models/taskK.pt (of the --model preset)")
+    budget.add_argument("--epochs", type=_finite, default=None, help="epochs per task")
     budget.add_argument("--iterations", type=int, default=None, help="a fixed number of iterations per task")
     budget.add_argument("--batch-size", type=int, default=None)
-    budget.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate")
+    budget.add_argument("--learning-rate", type=_finite, default=None, help="Adam's learning rate")
     ev = run.add_argument_group("evaluation")
     ev.add_argument("--no-eval", action="store_true", help="skip the metrics (sample grids are still written)")
     ev.add_argument("--extractor", default=None, help="FID features: classifier, inception or inception-offline")
     ev.add_argument("--num-generated", type=int, default=None, help="generated samples for FID and KLD")
     ev.add_argument("--inception-weights", default=None, help="local weights file for the inception extractor")
+    ev.add_argument("--classifier-weights", default=None, metavar="FILE",
+                    help="torchvision's ImageNet ResNet-18 weights (resnet18-f37072fd.pth) for the paper profile's "
+                         "KLD classifier, where they cannot be downloaded")
     rel = run.add_argument_group("checkpoints")
     rel.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     rel.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N iterations in a task")
@@ -102,7 +132,47 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one-sided tolerance, e.g. fid=0+25%% (repeatable; defaults per metric)")
     ck.add_argument("--all-tasks", action="store_true", help="check every task, not only the last")
 
-    sub.add_parser("list", help="strategies, streams, model presets and profiles, and where each comes from")
+    orc = sub.add_parser("oracle", help="score real held-out images as if generated, after every task: the "
+                                        "metrics' floor (the leaderboard's `real data` row)")
+    orc.add_argument("--stream", required=True)
+    orc.add_argument("--profile", default="small", help="whose evaluation settings to use (default small)")
+    # One seed: after the last task every class is seen and the floor no longer depends on the class order.
+    orc.add_argument("--seed", type=int, default=0, help="class order of this seed (default 0)")
+    orc.add_argument("--out", type=Path, default=Path("runs"), help="output root (default ./runs)")
+    orc.add_argument("--data-root", default=None)
+    orc.add_argument("--cache-dir", default=None)
+    orc.add_argument("--device", default="auto")
+    orc.add_argument("--extractor", default=None, help="FID features: classifier, inception or inception-offline")
+    orc.add_argument("--num-generated", type=int, default=None, help="held-out images scored per task")
+    orc.add_argument("--inception-weights", default=None)
+    orc.add_argument("--classifier-weights", default=None, metavar="FILE")
+    orc.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    sc = sub.add_parser("score", help="score one model's samples (FID, KLD, ARD) against the classes seen after a "
+                                      "task: a run's models/taskK.pt, an imported model or a diffusers folder")
+    sc.add_argument("model", help="model file or diffusers UNet2DModel folder")
+    sc.add_argument("--stream", required=True)
+    sc.add_argument("--task", type=int, required=True, help="score against the classes seen after this task")
+    sc.add_argument("--seed", type=int, default=0, help="whose class order (default 0)")
+    sc.add_argument("--profile", default="small", help="whose evaluation settings to use (default small)")
+    sc.add_argument("--model-preset", default=None, help="the preset of a bare state dict (default: the profile's)")
+    sc.add_argument("--output", type=Path, default=None, help="also write the scores to this JSON file")
+    sc.add_argument("--data-root", default=None)
+    sc.add_argument("--cache-dir", default=None)
+    sc.add_argument("--device", default="auto")
+    sc.add_argument("--extractor", default=None, help="FID features: classifier, inception or inception-offline")
+    sc.add_argument("--num-generated", type=int, default=None)
+    sc.add_argument("--inception-weights", default=None)
+    sc.add_argument("--classifier-weights", default=None, metavar="FILE")
+    sc.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    imp = sub.add_parser("import-unet", help="convert a diffusers UNet2DModel folder (e.g. trained by the study's "
+                                             "code) into a model file for `run --init-model` and `score`")
+    imp.add_argument("source", help="the diffusers model folder (config.json + weights), or a pipeline folder")
+    imp.add_argument("-o", "--output", type=Path, required=True, help="model file to write")
+
+    ls = sub.add_parser("list", help="strategies, streams, model presets and profiles, and where each comes from")
+    ls.add_argument("--strategy", default=None, metavar="NAME", help="show one strategy and every option it takes")
 
     te = sub.add_parser("train-evaluator", help="train (or show) the evaluation classifier of a stream's data set")
     te.add_argument("--stream", required=True)
@@ -110,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--data-root", default=None)
     te.add_argument("--cache-dir", default=None)
     te.add_argument("--device", default="auto")
+    te.add_argument("--classifier-weights", default=None, metavar="FILE",
+                    help="ImageNet ResNet-18 weights for the paper profile's classifier (else torchvision's)")
+    te.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -123,13 +196,14 @@ def cmd_run(args, registry) -> int:
             raise UserError(f"--seed must be non-negative, got {seed}")
         cfg = RunConfig(strategy=args.strategy, stream=args.stream, seed=seed, profile=args.profile,
                         device=args.device, precision=args.precision, channels_last=args.channels_last,
+                        threads=args.threads,
                         compile=args.compile, replay_ahead=args.replay_ahead, out=args.out,
                         data_root=args.data_root,
                         cache_dir=args.cache_dir,
-                        strategy_options={"lambda": args.lam, "teacher_steps": args.teacher_steps,
-                                          "teacher_eta": args.teacher_eta},
+                        strategy_options=_strategy_options(args),
                         model=args.model, epochs=args.epochs, iterations=args.iterations,
-                        batch_size=args.batch_size, learning_rate=args.learning_rate, evaluation=evaluation,
+                        batch_size=args.batch_size, learning_rate=args.learning_rate, init_model=args.init_model,
+                        evaluation=evaluation,
                         evaluate=not args.no_eval,
                         checkpoint_every=args.checkpoint_every, resume=args.resume, force=args.force,
                         progress=not args.no_progress)
@@ -138,11 +212,29 @@ def cmd_run(args, registry) -> int:
     return 0
 
 
+def _strategy_options(args) -> dict:
+    """-o KEY VALUE pairs (converted by the strategy, which knows each option's type), and the named aliases."""
+    options = {}
+    for key, value in args.option:
+        key = key.replace("-", "_")
+        if key in options:
+            raise UserError(f"option {key} is given twice")
+        options[key] = value
+    for key, value in (("lambda", args.lam), ("teacher_steps", args.teacher_steps), ("teacher_eta", args.teacher_eta)):
+        if value is not None:
+            if key in options:
+                raise UserError(f"option {key} is given twice (-o {key} and its named flag)")
+            options[key] = value
+    return options
+
+
 def _evaluation_overrides(args) -> dict:
     if args.num_generated is not None and args.num_generated <= 0:
         raise UserError(f"--num-generated must be positive, got {args.num_generated}")
     return {k: v for k, v in {"extractor": args.extractor, "num_generated": args.num_generated,
-                              "inception_weights": args.inception_weights}.items() if v is not None}
+                              "inception_weights": args.inception_weights,
+                              "classifier_weights": getattr(args, "classifier_weights", None)}.items()
+            if v is not None}
 
 
 def cmd_evaluate(args, registry) -> int:
@@ -199,6 +291,15 @@ def cmd_list(args, registry) -> int:
     from .profiles import PROFILES
 
     strategies = registry.entries("strategy")
+    if args.strategy:
+        cls = registry.strategy(args.strategy)
+        print(f"{cls.name}: {cls.description} (from {strategies[cls.name].source})")
+        rows = [[f"-o {k} VALUE", type(o.default).__name__, o.default,
+                 ", ".join(f"{s}: {v}" for s, v in (o.per_stream or {}).items()) or "-",
+                 "-" if o.minimum is None else o.minimum, o.help] for k, o in sorted(cls.options.items())]
+        print(tabulate(rows, headers=["option", "type", "default", "per stream", "minimum", "meaning"])
+              if rows else "it takes no options")
+        return 0
     print("Strategies")
     print(tabulate([[n, e.obj.description, ", ".join(f"{k}={v.default}" for k, v in e.obj.options.items()) or "-",
                      e.source] for n, e in sorted(strategies.items())],
@@ -226,30 +327,70 @@ def cmd_list(args, registry) -> int:
 
 def cmd_train_evaluator(args, registry) -> int:
     from .evaluation import EvalSettings, train_evaluation_classifier
-    from .evaluation.classifier import EVALUATION_CLASSIFIER_SEED, REFERENCE_SPLIT_SEED
     from .paths import cache_dir as default_cache_dir
-    from .profiles import get_profile
+    from .profiles import evaluation_settings, get_profile
     from .runner import resolve_device
     from .streams.datasets import resolve_data_root
 
     spec = registry.stream(args.stream)
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
-    # The classifier every run uses: trained on the reference split, from the evaluation classifier's seed.
-    stream = spec.build(resolve_data_root(args.data_root), REFERENCE_SPLIT_SEED, cache)
-    settings = EvalSettings(**{"classifier_epochs": spec.evaluator_epochs, **get_profile(args.profile).evaluation})
+    # Any split gives the same classifier: it trains on the data set's images in a canonical order.
+    stream = spec.build(resolve_data_root(args.data_root), 0, cache)
+    overrides = {"classifier_weights": args.classifier_weights} if args.classifier_weights else {}
+    settings = EvalSettings(**{**evaluation_settings(get_profile(args.profile), spec), **overrides})
+    settings.validate()
     _, info = train_evaluation_classifier(stream, settings, cache, resolve_device(args.device),
-                                          EVALUATION_CLASSIFIER_SEED)
+                                          progress=not args.no_progress)
     print(info)
     return 0
 
 
+def cmd_oracle(args, registry) -> int:
+    from .scoring import run_oracle
+    if args.seed < 0:
+        raise UserError(f"--seed must be non-negative, got {args.seed}")
+    print(run_oracle(args.stream, args.profile, registry, args.out, args.seed, args.data_root, args.cache_dir,
+                     args.device, _evaluation_overrides(args), progress=not args.no_progress))
+    return 0
+
+
+def cmd_score(args, registry) -> int:
+    import json
+
+    from .io import atomic_write_json
+    from .scoring import score_model
+    scores = score_model(args.model, args.stream, args.task, args.profile, registry, args.seed, args.model_preset,
+                         args.data_root, args.cache_dir, args.device, _evaluation_overrides(args),
+                         progress=not args.no_progress)
+    if args.output:
+        atomic_write_json(args.output, scores)
+    metrics = scores["metrics"]
+    print(json.dumps({k: metrics[k] for k in ("fid", "fid_extractor", "kld", "ard", "num_generated")}))
+    return 0
+
+
+def cmd_import_unet(args, registry) -> int:
+    from .diffusion.diffusers_import import import_diffusers_unet
+    config = import_diffusers_unet(args.source, args.output)
+    print(f"{args.output}: U-Net with channels {list(config.channels)}, {config.layers_per_block} ResNet block(s) "
+          f"per level, attention at levels {list(config.attention_levels)}")
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "evaluate": cmd_evaluate, "leaderboard": cmd_leaderboard, "check": cmd_check,
-            "list": cmd_list, "train-evaluator": cmd_train_evaluator}
+            "list": cmd_list, "train-evaluator": cmd_train_evaluator, "oracle": cmd_oracle,
+            "score": cmd_score, "import-unet": cmd_import_unet}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad argument (already printed as one line)
+        return exc.code if isinstance(exc.code, int) else 2
+    except KeyboardInterrupt:
+        print("cldiff-bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         from .registry import load_registry
         registry = load_registry(args.plugin)
@@ -261,6 +402,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cldiff-bench: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"cldiff-bench: interrupted: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("cldiff-bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

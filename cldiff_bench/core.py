@@ -28,6 +28,9 @@ class SpeedOptions:
         are about 1.25x faster with it on a CPU; training stays NCHW, where NHWC measured slower on a CPU.
     compile: torch.compile the U-Nets; on a GPU with mode "reduce-overhead", which replays CUDA graphs for the
         fixed-shape sampling and training steps. Off by default: compiling takes minutes on a CPU.
+    threads: how many threads this run's tensor operations use. Runs side by side on one machine should split
+        its cores (e.g. two runs with --threads 1 on two cores): threads that outnumber the cores spin against
+        each other and every run slows down several times.
     replay_ahead: teacher strategies draw the replay samples of this many iterations in one teacher batch and use
         them in turn. Every sample is still determined by its own iteration's seeds and used once, so only the
         batching changes. 1 (default) draws per iteration: on a CPU a larger batch is not reliably faster per
@@ -36,8 +39,12 @@ class SpeedOptions:
     channels_last: str = "inference"
     compile: bool = False
     replay_ahead: int = 1
+    threads: int | None = None  # torch's intra-op threads; None: torch's default (one per core)
 
     def __post_init__(self):
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            from .errors import UserError
+            raise UserError(f"--threads must be a whole number >= 1, got {self.threads!r}")
         if self.channels_last not in CHANNELS_LAST:
             from .errors import unknown_name
             raise unknown_name("channels-last mode", self.channels_last, CHANNELS_LAST)
@@ -67,13 +74,17 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    if requested == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        return "bf16" if cpu_supports_bf16() else "fp32"
+    """The precision asked for (a profile's or --precision); never picked by the hardware, so one command gives the
+    same kind of numbers on every machine. bf16 where the hardware only emulates it is allowed, but slow."""
     if requested not in PRECISIONS:
         from .errors import UserError
-        raise UserError(f"--precision must be auto, fp32 or bf16, got {requested!r}")
+        raise UserError(f"--precision must be fp32 or bf16, got {requested!r}")
+    if requested == "bf16":
+        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
+        if not native:
+            import sys
+            print(f"cldiff-bench: warning: bf16 was asked for, but this {device.type.upper()} has no native bfloat16 "
+                  f"arithmetic: it is emulated, and slower than fp32", file=sys.stderr)
     return requested
 
 

@@ -9,6 +9,16 @@ class UserError(Exception):
     """Something the user can fix: a bad option, missing data, a refused mix of results."""
 
 
+# Exit statuses: 0 done, 1 a regression found by `check`, 2 bad input, 130 interrupted (as shells report SIGINT).
+EXIT_REGRESSION = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class Interrupted(Exception):
+    """The run was asked to stop (Ctrl-C, SIGTERM from a scheduler) and stopped cleanly at a checkpoint."""
+
+
 class DataNotFoundError(UserError):
     """A data set is not under the data root and cannot be downloaded here."""
 

@@ -78,3 +78,21 @@ def sha256_of_arrays(*arrays) -> str:
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def check_writable_dir(path: Path, what: str) -> Path:
+    """Refuse, before any work, a directory that cannot be created or written: a file in the way, a read-only or
+    missing-permission parent. Creates nothing (the first write creates it)."""
+    path = Path(path).expanduser()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == path else f"cannot be created: {probe} is a file"
+        raise UserError(f"{what} {path} {where}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "is not writable" if probe == path else f"cannot be created: {probe} is not writable"
+        raise UserError(f"{what} {path} {where}")
+    return path

@@ -24,28 +24,37 @@ class Profile:
     learning_rate: float | None = None  # None: the study's
     evaluation: dict = field(default_factory=dict)  # EvalSettings overrides
     grid_samples: int = 64
+    # Fixed by the profile, never by the machine, so the same command gives comparable results on every CPU.
+    precision: str = "fp32"
+    # The study's training-data augmentation: random horizontal flips where the stream's spec has them (CIFAR-10).
+    study_augmentation: bool = False
+    # Seeds to reproduce the study's runs with (recorded, and shown by `cldiff-bench list`).
+    study_seeds: tuple[int, ...] | None = None
 
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
-        "paper", "the study's budget: 100 epochs at batch 128 (Fashion-MNIST), 200 at 64 (CIFAR-10), paper U-Nets, "
-        "10,000 samples for the metrics with torch-fidelity's Inception",
-        model=None, epochs=None, batch_size=None,
-        evaluation=dict(extractor="inception", num_generated=10000, batch_size=500, classifier_arch="resnet18",
-                        classifier_epochs=15, solver_epochs=5)),
+        "paper", "the study's experiment: 100 epochs at batch 128 (Fashion-MNIST), 200 at 64 (CIFAR-10, random "
+        "flips), paper U-Nets in float32, 10,000 samples for the metrics with torch-fidelity's Inception, the "
+        "study's KLD classifier (ImageNet ResNet-18, 100 epochs) and solver (SimpleCNN, 20 epochs, 128 + 128 per "
+        "batch, its KD term); reproduce the study with --seeds 42,69,1714",
+        model=None, epochs=None, batch_size=None, study_augmentation=True, study_seeds=(42, 69, 1714),
+        evaluation=dict(extractor="inception", num_generated=10000, batch_size=500,
+                        classifier_arch="resnet18-imagenet", classifier_epochs=100,
+                        solver_arch="simple-cnn", solver_epochs=20, solver_batch_size=128, solver_lr=1e-3,
+                        kd_direction="original-reversed")),
     "small": Profile(
         "small", "CPU-sized: 1.1M-parameter U-Net, 100 iterations per task at batch 64 with learning rate 1e-3, "
         "1,000 samples for the metrics with the evaluation classifier's features; the solver sees 1,000 images "
         "per task (and as many replay images)",
         model="small", epochs=None, batch_size=64, iterations=100, learning_rate=1e-3,
-        evaluation=dict(extractor="classifier", num_generated=1000, batch_size=250, classifier_arch="cnn",
-                        solver_epochs=1, solver_max_images=1000)),
+        evaluation=dict(extractor="classifier", num_generated=1000, batch_size=250, solver_epochs=1,
+                        solver_max_images=1000)),
     "tiny": Profile(
         "tiny", "smoke test: 0.3M-parameter U-Net, 2 epochs per task at batch 32, 200 samples for the metrics "
         "drawn with 4 DDIM steps",
         model="tiny", epochs=2, batch_size=32,
-        evaluation=dict(extractor="classifier", num_generated=200, batch_size=200, fid_steps=4,
-                        classifier_arch="cnn", solver_epochs=1),
+        evaluation=dict(extractor="classifier", num_generated=200, batch_size=200, fid_steps=4, solver_epochs=1),
         grid_samples=16),
 }
 
@@ -66,6 +75,14 @@ def resolve_budget(profile: Profile, spec: StreamSpec) -> dict:
             "iterations": profile.iterations,
             "learning_rate": profile.learning_rate or STUDY_LEARNING_RATE,
             "grid_samples": profile.grid_samples}
+
+
+def evaluation_settings(profile: Profile, spec: StreamSpec) -> dict:
+    """EvalSettings values of `profile` on the stream `spec`: the data set's own (metric sampling steps, the
+    evaluation classifier's epochs, hold-out share and flips), then the profile's."""
+    return {"fid_steps": spec.fid_steps, "classifier_epochs": spec.evaluator_epochs,
+            "classifier_holdout": spec.evaluator_holdout, "classifier_flip": spec.mirror_invariant,
+            **profile.evaluation}
 
 
 def describe(profile: Profile) -> dict:

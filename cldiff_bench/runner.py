@@ -25,10 +25,11 @@ from .core import DiffusionCore, SpeedOptions, resolve_precision
 from .cost import CostMeter, device_name
 from .diffusion.seeding import derive_seeds, generator
 from .diffusion.unet import count_parameters, model_config
-from .errors import UserError
-from .io import atomic_torch_save, atomic_write_json, load_tensors, read_json
+from .errors import Interrupted, UserError
+from .io import atomic_torch_save, atomic_write_json, check_writable_dir, load_tensors, read_json
 from .paths import cache_dir as default_cache_dir
-from .profiles import get_profile, resolve_budget
+from .model_source import fingerprint, weights_for
+from .profiles import evaluation_settings, get_profile, resolve_budget
 from .registry import Registry
 from .results import build_result, metric_matrix, result_path
 from .strategy import Batch
@@ -38,6 +39,8 @@ from .streams.datasets import resolve_data_root
 GRAD_CLIP = 1.0
 PURPOSE_DATA_ORDER = 10
 PURPOSE_GRID = 11
+PURPOSE_FLIP = 12
+PURPOSE_SCORE = 13
 CONFIG_NAME = "config.json"
 
 
@@ -48,8 +51,9 @@ class RunConfig:
     seed: int = 0
     profile: str = "small"
     device: str = "auto"
-    precision: str = "auto"              # auto: bfloat16 autocast where the hardware has it, else float32
+    precision: str | None = None         # None: the profile's (fp32 | bf16); never chosen by the machine
     channels_last: str = "inference"     # see core.SpeedOptions
+    threads: int | None = None           # torch threads of this run (None: torch's default, one per core)
     compile: bool = False
     replay_ahead: int = 1
     out: Path = Path("runs")
@@ -61,6 +65,7 @@ class RunConfig:
     iterations: int | None = None        # a fixed number of iterations per task instead of epochs
     batch_size: int | None = None
     learning_rate: float | None = None
+    init_model: str | None = None        # start task 0 from these weights (see model_source.read_model)
     evaluation: dict[str, Any] = field(default_factory=dict)  # EvalSettings overrides
     evaluate: bool = True
     checkpoint_every: int = 0            # also checkpoint every N iterations inside a task (0: only after tasks)
@@ -80,8 +85,8 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def _check_positive(name: str, value):
-    if value is not None and value <= 0:
-        raise UserError(f"{name} must be positive, got {value}")
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise UserError(f"{name} must be positive (and finite), got {value}")
 
 
 # Settings of how fast a run goes, not of what it computes (beyond rounding): a run may be resumed with others.
@@ -112,17 +117,23 @@ class Run:
         if cfg.epochs is not None and cfg.iterations is None:
             budget["iterations"] = None  # --epochs replaces the profile's fixed iteration count
         self.budget = budget
+        self.profile = profile
         self.device = resolve_device(cfg.device)
-        self.precision = resolve_precision(cfg.precision, self.device)
-        self.speed = SpeedOptions(cfg.channels_last, cfg.compile, cfg.replay_ahead)
-        self.cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+        self.precision = resolve_precision(cfg.precision or profile.precision, self.device)
+        # Flips the study applies to this data set's training images (CIFAR-10), at the profiles that follow it.
+        self.hflip = bool(profile.study_augmentation and self.spec.study_hflip)
+        self.speed = SpeedOptions(cfg.channels_last, cfg.compile, cfg.replay_ahead, cfg.threads)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.cache_dir = check_writable_dir(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(),
+                                            "the cache directory")
+        check_writable_dir(cfg.out, "--out")
         if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
             raise UserError(f"--data-root {cfg.data_root} does not exist")
         self.data_root = resolve_data_root(cfg.data_root)
         self.options = self.strategy_cls.resolve_options(cfg.stream, cfg.strategy_options)
         self.preset = registry.model_preset(budget["model"])
-        self.eval_overrides = {"fid_steps": self.spec.fid_steps, "classifier_epochs": self.spec.evaluator_epochs,
-                               **profile.evaluation, **cfg.evaluation}
+        self.eval_overrides = {**evaluation_settings(profile, self.spec), **cfg.evaluation}
         self.run_dir = Path(cfg.out) / cfg.stream / cfg.profile / cfg.strategy / f"seed{cfg.seed}"
 
     # --- setup ---------------------------------------------------------------------------------------------------
@@ -136,7 +147,10 @@ class Run:
             "optimizer": {"name": "adam", "lr": self.budget["learning_rate"], "reset_per_task": True,
                           "grad_clip": GRAD_CLIP},
             "diffusion": {**self.core.schedule.config, "prediction": "epsilon", "loss": "mse"},
-            "evaluation": self.eval_overrides if self.cfg.evaluate else None,
+            "augmentation": {"horizontal_flip": self.hflip},
+            "study_seeds": list(self.profile.study_seeds) if self.profile.study_seeds else None,
+            "init_model": fingerprint(self.cfg.init_model) if self.cfg.init_model else None,
+            "evaluation": recorded_evaluation(self.eval_overrides) if self.cfg.evaluate else None,
             "class_order": list(stream.class_order),
         }
 
@@ -180,7 +194,7 @@ class Run:
     # --- main loop -----------------------------------------------------------------------------------------------
     def execute(self) -> Path:
         cfg = self.cfg
-        say = tqdm.write if cfg.progress else (lambda *_: None)
+        say = tqdm.write  # --no-progress hides the bars only; these lines are what a sweep's logs keep
         started = time.time()
         stream = self.spec.build(self.data_root, cfg.seed, self.cache_dir)
         self.stream = stream
@@ -188,6 +202,9 @@ class Run:
         self.meter = CostMeter(self.device)
         self.core = DiffusionCore(unet_cfg, stream.image_shape, self.device, self.meter, init_seed=cfg.seed,
                                   precision=self.precision, speed=self.speed)
+        if cfg.init_model:
+            # Read before anything is written, so a wrong file is refused at once; restored runs overwrite it.
+            self.core.model.load_state_dict(weights_for(cfg.init_model, unet_cfg))
         self.strategy = self.strategy_cls(self.core, self.options)
         resolved = self.resolved_config(stream, unet_cfg)
         self.evaluator = self._make_evaluator() if cfg.evaluate else None
@@ -229,8 +246,9 @@ class Run:
                 self.previous_model_state = {n: v.detach().cpu().clone()
                                              for n, v in self.core.model.state_dict().items()}
             self._checkpoint({"task": k + 1, "iteration": 0}, optimizer=None)
-            say(f"task {k} done: " + ", ".join(f"{m}={v:.4g}" for m, v in metrics.items()
-                                               if isinstance(v, float)))
+            shown = {"train_loss": train_log["mean_losses"].get("loss", float("nan")),
+                     **{m: v for m, v in metrics.items() if isinstance(v, float)}}
+            say(f"task {k} done: " + ", ".join(f"{m}={v:.4g}" for m, v in shown.items()))
 
         result = build_result(self, resolved, stream, wall_seconds=time.time() - started)
         path = result_path(self.run_dir)
@@ -269,7 +287,11 @@ class Run:
                     perm = torch.randperm(len(data), generator=generator(self.cfg.seed, k, epoch, PURPOSE_DATA_ORDER))
                     perm_epoch = epoch
                 idx = perm[pos * batch_size:(pos + 1) * batch_size]
-                batch = Batch(x0=to_model_range(data.images[idx]).to(self.device), labels=data.labels[idx],
+                x0 = to_model_range(data.images[idx])
+                if self.hflip:
+                    flip = torch.rand(len(idx), generator=generator(self.cfg.seed, k, it, PURPOSE_FLIP)) < 0.5
+                    x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+                batch = Batch(x0=x0.to(self.device), labels=data.labels[idx],
                               task=k, iteration=it, seed=self.cfg.seed, iterations=total)
                 with self.meter.phase("train"):
                     with self.core.autocast():
@@ -292,8 +314,8 @@ class Run:
                                       "cost_at_task_start": self._cost_at_task_start},
                                      optimizer=optimizer.state_dict())
                 if stop.requested:
-                    raise UserError(f"interrupted at task {k}, iteration {it + 1}; checkpoint written to "
-                                    f"{self.run_dir}, continue with --resume")
+                    raise Interrupted(f"{stop.signal_name} at task {k}, iteration {it + 1}; checkpoint written to "
+                                      f"{self.run_dir}, continue with --resume")
         finally:
             stop.restore()
             bar.close()
@@ -304,15 +326,14 @@ class Run:
     # --- evaluation ----------------------------------------------------------------------------------------------
     def _make_evaluator(self):
         from .evaluation import EvalSettings, Evaluator
-        from .evaluation.classifier import REFERENCE_SPLIT_SEED
         try:
             settings = EvalSettings(**self.eval_overrides)
         except TypeError as exc:
             raise UserError(f"bad evaluation setting: {exc}") from exc
-        reference = self.stream if self.cfg.seed == REFERENCE_SPLIT_SEED else \
-            self.spec.build(self.data_root, REFERENCE_SPLIT_SEED, self.cache_dir)
-        return Evaluator(self.stream, settings, self.cache_dir, self.device, self.cfg.seed, self.meter,
-                         progress=self.cfg.progress, reference_stream=reference)
+        evaluator = Evaluator(self.stream, settings, self.cache_dir, self.device, self.cfg.seed, self.meter,
+                              progress=self.cfg.progress)
+        evaluator.preflight()  # before any training: a missing weights file must not cost a task's work
+        return evaluator
 
     def _generator_for(self, model):
         steps = self.eval_overrides["fid_steps"]
@@ -367,6 +388,11 @@ class Run:
         return {**state["position"], "optimizer": state["optimizer"]}
 
 
+def recorded_evaluation(settings: dict) -> dict:
+    """Evaluation settings as recorded: a weights file by its name, so where it lies is not part of the identity."""
+    return {k: Path(v).name if k.endswith("_weights") and v else v for k, v in settings.items()}
+
+
 def task_model_path(k: int) -> str:
     return f"models/task{k}.pt"
 
@@ -413,31 +439,39 @@ def evaluate_run(run_dir: Path, evaluation: dict[str, Any], registry: Registry, 
     result["tasks"] = records
     result["metrics"] = metric_matrix(records)
     result["evaluation"] = run.evaluator.describe()
-    result["config"] = {**config, "evaluation": run.eval_overrides}
+    result["config"] = {**config, "evaluation": recorded_evaluation(run.eval_overrides)}
     output = output or run_dir / f"result-{run.eval_overrides.get('extractor', 'eval')}.json"
     atomic_write_json(output, result)
     return output
 
 
 class StopRequest:
-    """Ctrl-C during training finishes the current iteration, writes a checkpoint and stops cleanly."""
+    """Ctrl-C, or the signal a scheduler sends before it stops a job (SIGTERM; SIGUSR1/2 where a job asked for
+    them), finishes the current iteration, writes a checkpoint and stops cleanly; a second Ctrl-C stops at once."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+                    if hasattr(signal, name))
 
     def __init__(self):
         self.requested = False
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave the default behaviour
-            self._previous = None
+        self.signal_name = ""
+        self._previous = {}
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave the default behaviour
+                break
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-        tqdm.write("interrupt: finishing this iteration and writing a checkpoint (Ctrl-C again to abort)")
+        self.signal_name = signal.Signals(signum).name
+        tqdm.write(f"{self.signal_name}: finishing this iteration and writing a checkpoint (Ctrl-C again to abort)")
 
     def restore(self):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def run(cfg: RunConfig, registry: Registry) -> Path:

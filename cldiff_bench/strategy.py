@@ -10,6 +10,7 @@ Built-in and third-party strategies implement this protocol and are registered t
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -69,6 +70,37 @@ class Option:
     def default_for(self, stream_name: str) -> Any:
         return (self.per_stream or {}).get(stream_name, self.default)
 
+    def convert(self, name: str, value: Any) -> Any:
+        """`value` (a string from the command line, or a number) as the type of the default, checked: finite,
+        and not below `minimum`."""
+        kind = type(self.default)
+        try:
+            if kind is bool:
+                if isinstance(value, str):
+                    if value.lower() not in _BOOLEANS:
+                        raise ValueError
+                    value = _BOOLEANS[value.lower()]
+                value = bool(value)
+            elif kind is int:
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                value = int(value)
+            elif kind is float:
+                value = float(value)
+            elif kind is str:
+                value = str(value)
+        except (TypeError, ValueError):
+            raise UserError(f"option {name} takes {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"option {name} must be a finite number, got {value}")
+        if self.minimum is not None and not isinstance(value, (bool, str)) and value < self.minimum:
+            raise UserError(f"option {name} must be >= {self.minimum}, got {value}")
+        return value
+
+
+_BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False, "on": True, "off": False}
+_KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+
 
 class Strategy:
     """Base class with the protocol's defaults: train on the current task with the plain diffusion loss."""
@@ -82,7 +114,7 @@ class Strategy:
 
     def __init__(self, core: DiffusionCore, options: dict[str, Any] | None = None):
         self.core = core
-        self.opts = dict(options or {})
+        self.option_values = dict(options or {})
         self.task = 0
 
     # --- options -------------------------------------------------------------------------------------------------
@@ -94,10 +126,12 @@ class Strategy:
             known = ", ".join(sorted(cls.options)) or "none"
             raise UserError(f"strategy {cls.name!r} takes no option {', '.join(unknown)} (its options: {known})")
         resolved = {k: opt.default_for(stream_name) for k, opt in cls.options.items()}
-        resolved.update({k: v for k, v in overrides.items() if v is not None})
-        for k, opt in cls.options.items():
-            if opt.minimum is not None and resolved[k] < opt.minimum:
-                raise UserError(f"option {k} of strategy {cls.name!r} must be >= {opt.minimum}, got {resolved[k]}")
+        for k, v in overrides.items():
+            if v is not None:
+                try:
+                    resolved[k] = cls.options[k].convert(k, v)
+                except UserError as exc:
+                    raise UserError(f"strategy {cls.name!r}: {exc}") from None
         return resolved
 
     # --- protocol ------------------------------------------------------------------------------------------------
@@ -122,4 +156,4 @@ class Strategy:
         self.task = int(state["task"])
 
     def describe(self) -> dict:
-        return {"name": self.name, "options": dict(self.opts), "solver_mode": self.solver_mode}
+        return {"name": self.name, "options": dict(self.option_values), "solver_mode": self.solver_mode}

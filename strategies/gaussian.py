@@ -1,7 +1,7 @@
 """Gaussian distillation: pure Gaussian noise fed as if it were x_t' at random t'; target = the teacher's output."""
 import torch
 
-from cldiff_bench.replay import LAMBDA_HELP, TeacherStrategy
+from cldiff_bench.teacher import LAMBDA_HELP, TeacherStrategy
 from cldiff_bench.strategy import PURPOSE_REPLAY_NOISE, Option
 
 

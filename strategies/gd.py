@@ -1,6 +1,6 @@
 """Generative distillation (Masip et al., CoLLAs 2024): generative replay's inputs, the teacher's prediction as
 target, which keeps the student from inheriting (and compounding) the sampling error of the teacher's samples."""
-from cldiff_bench.replay import LAMBDA_HELP
+from cldiff_bench.teacher import LAMBDA_HELP
 from cldiff_bench.strategy import Option
 
 from .gr import GenerativeReplay

@@ -1,5 +1,5 @@
 """Generative replay: teacher samples, re-noised, trained to predict the noise actually added."""
-from cldiff_bench.replay import LAMBDA_HELP, TEACHER_ETA, TEACHER_STEPS, TeacherStrategy
+from cldiff_bench.teacher import LAMBDA_HELP, TEACHER_ETA, TEACHER_STEPS, TeacherStrategy
 from cldiff_bench.strategy import Option
 
 

@@ -1,5 +1,5 @@
 """LwF-style distillation: the student matches the teacher's prediction on the current task's noisy batch."""
-from cldiff_bench.replay import LAMBDA_HELP, TeacherStrategy
+from cldiff_bench.teacher import LAMBDA_HELP, TeacherStrategy
 from cldiff_bench.strategy import Option
 
 

@@ -116,7 +116,7 @@ def test_after_task_reports_every_metric(stream, first_run):
     d = ev.describe()
     assert d["evaluation_classifier"]["test_accuracy"] > 0.9
     assert d["torch_fidelity_version"] and d["settings"]["num_generated"] == 48
-    assert len(list((cache / "evaluators").glob("synthetic-cnn-e10-*.pt"))) == 1
+    assert len(list((cache / "evaluators").glob("synthetic-ruler-cnn-e10-*.pt"))) == 1
     assert len(list((cache / "fid_stats").glob("*.pt"))) == 2
 
 
@@ -150,7 +150,7 @@ def test_solver_modes_and_classifier_reuse(stream, first_run):
     cache, _, _, _ = first_run
     settings = EvalSettings(**SETTINGS)
     model, info = train_evaluation_classifier(stream, settings, cache, torch.device("cpu"))
-    assert info["test_accuracy"] > 0.9 and info["version"].startswith("cnn-e10-s0-")
+    assert info["test_accuracy"] > 0.9 and info["version"].startswith("ruler-cnn-e10-")
     # Three epochs: enough steps for naive fine-tuning to overwrite task 0.
     only_solver = {**SETTINGS, "compute_fid": False, "solver_epochs": 3}
     _, joint = run_stream(stream, cache, mode="joint", settings=only_solver)
@@ -222,9 +222,9 @@ def test_after_task_with_offline_inception(stream, first_run):
 
 
 def test_runs_of_every_seed_share_one_evaluation_classifier(tmp_path):
-    """The classifier is trained on the reference split, so its features (FID) and labels (KLD) are the same
-    for every seed and metrics can be averaged over seeds."""
-    from cldiff_bench.evaluation.classifier import classifier_version
+    """The classifier trains on the data set's images in a canonical order (by class), so its features (FID) and
+    labels (KLD) are the same for every seed's class order, and metrics can be averaged over seeds."""
+    from cldiff_bench.evaluation.classifier import canonical_train_set, holdout_split
     from cldiff_bench.registry import load_registry
     from cldiff_bench.runner import Run, RunConfig
 
@@ -237,9 +237,12 @@ def test_runs_of_every_seed_share_one_evaluation_classifier(tmp_path):
         run.stream = streams[seed] = spec.build(run.data_root, seed, run.cache_dir)
         run.meter = None
         versions[seed] = run._make_evaluator().describe()["evaluation_classifier"]["version"]
-        epochs = run.eval_overrides["classifier_epochs"]
     assert len(set(versions.values())) == 1
-    # Trained on its own split, seed 1's classifier would be another one: the split orders the training data.
     assert streams[1].class_order != streams[0].class_order
-    assert classifier_version(streams[1], "cnn", epochs, 0) != versions[1]
-    assert classifier_version(streams[0], "cnn", epochs, 0) == versions[1]
+    assert torch.equal(canonical_train_set(streams[1]).images, canonical_train_set(streams[0]).images)
+    # The held-out images are the same too, and disjoint from what the classifier trains on.
+    train0, held0 = holdout_split(streams[0], 1 / 6)
+    train1, held1 = holdout_split(streams[1], 1 / 6)
+    assert torch.equal(held0.images, held1.images) and torch.equal(train0.labels, train1.labels)
+    assert len(held0) + len(train0) == len(canonical_train_set(streams[0]))
+    assert abs(len(held0) / (len(held0) + len(train0)) - 1 / 6) < 0.01

@@ -52,3 +52,56 @@ def test_epochs_on_the_command_line_replace_the_profiles_fixed_iteration_count(t
     for task in result["tasks"]:
         per_epoch = math.ceil(task["train"]["images"] / 64)
         assert task["train"]["iterations"] == math.ceil(0.5 * per_epoch) < 100
+
+
+def _resolved(profile: str, stream: str = "cifar10-5", **overrides):
+    """The configuration a run of `profile` records, without data: Run resolves everything but the stream."""
+    from cldiff_bench.runner import Run, RunConfig, recorded_evaluation
+    run = Run(RunConfig(strategy="gd", stream=stream, profile=profile, device="cpu", **overrides), load_registry())
+    return run, recorded_evaluation(run.eval_overrides)
+
+
+def test_paper_profile_is_the_studys_evaluation_in_float32_with_its_seeds_and_cifar_flips():
+    run, evaluation = _resolved("paper")
+    assert run.precision == "fp32"
+    assert run.hflip is True  # the study's CIFAR-10 transform flips at random
+    assert get_profile("paper").study_seeds == (42, 69, 1714)
+    assert evaluation["classifier_arch"] == "resnet18-imagenet" and evaluation["classifier_epochs"] == 100
+    assert evaluation["solver_arch"] == "simple-cnn" and evaluation["solver_epochs"] == 20
+    assert evaluation["solver_batch_size"] == 128 and evaluation["kd_direction"] == "original-reversed"
+    assert evaluation["extractor"] == "inception" and evaluation["num_generated"] == 10000
+    assert evaluation["fid_steps"] == 20 and evaluation["classifier_holdout"] == 0.1
+    fmnist, fmnist_eval = _resolved("paper", "fmnist-5")
+    assert fmnist.hflip is False and fmnist_eval["fid_steps"] == 10  # the study flips CIFAR-10 only
+    assert abs(fmnist_eval["classifier_holdout"] - 1 / 6) < 1e-12  # its 50,000 / 10,000 split
+
+
+def test_precision_comes_from_the_profile_not_the_machine_and_bf16_is_an_opt_in():
+    for name in ("paper", "small", "tiny"):
+        assert _resolved(name)[0].precision == "fp32"
+    assert _resolved("small", precision="bf16")[0].precision == "bf16"
+
+
+def test_cifar_flips_reach_the_training_batches(tmp_path):
+    """With the study's flips on, a batch is the un-flipped batch with a keyed subset of its images mirrored."""
+    from cldiff_bench.runner import Run, RunConfig
+    first_batches = []
+    for flip in (True, False):
+        run = Run(RunConfig(strategy="naive", stream="digits-5", profile="tiny", device="cpu", iterations=1,
+                            out=tmp_path / str(flip), evaluate=False, progress=False), load_registry())
+        run.hflip = flip
+        seen = []
+
+        class Recording(run.strategy_cls):
+            def batch_loss(self, batch):
+                seen.append(batch.x0.clone())
+                return super().batch_loss(batch)
+
+        run.strategy_cls = Recording
+        run.execute()
+        first_batches.append(seen[0])
+    flipped, plain = first_batches
+    mirrored = [torch.equal(f, p.flip(-1)) and not torch.equal(f, p) for f, p in zip(flipped, plain)]
+    kept = [torch.equal(f, p) for f, p in zip(flipped, plain)]
+    assert all(m or k for m, k in zip(mirrored, kept))
+    assert 0 < sum(mirrored) < len(mirrored)

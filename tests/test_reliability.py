@@ -90,7 +90,9 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_writes_a_checkpoint_and_resume_finishes(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path, sig):
+    """Ctrl-C, or the SIGTERM a scheduler sends before preempting a job: checkpoint, one line, exit 130."""
     out = tmp_path / "runs"
     run_dir = out / "digits-5/tiny/naive/seed0"
     args = ["run", "--strategy", "naive", "--stream", "digits-5", "--profile", "tiny", "--iterations", "400",
@@ -102,10 +104,12 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_finishes(tmp_path):
     while not (run_dir / "config.json").exists() and time.time() < deadline:
         time.sleep(0.1)
     time.sleep(3)  # well inside task 0's 400 iterations
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2, err
-    assert "interrupted at task 0" in err and "--resume" in err
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("cldiff-bench: interrupted: ") and "Traceback" not in err
+    assert f"{sig.name} at task 0" in last and "--resume" in last
     state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)
     assert state["position"]["task"] == 0 and 0 < state["position"]["iteration"] < 400
     assert main([*args, "--resume"]) == 0

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from cldiff_bench.registry import load_registry
-from cldiff_bench.replay import loss_weights
+from cldiff_bench.teacher import loss_weights
 from cldiff_bench.strategy import PURPOSE_DATA_NOISE, PURPOSE_REPLAY_NOISE
 
 from .helpers import InputRecorder, batch, micro_core

@@ -33,13 +33,17 @@ def trailing_timesteps(num_steps: int, num_train_timesteps: int = 1000) -> list[
 class DDIMSampler:
     """Deterministic (eta = 0) or stochastic DDIM over a fixed timestep grid, built once per (schedule, steps)."""
 
-    def __init__(self, schedule: NoiseSchedule, num_steps: int, eta: float = 0.0, clip_x0: bool = True):
+    def __init__(self, schedule: NoiseSchedule, num_steps: int, eta: float = 0.0, clip_x0: bool = True,
+                 x0_epsilon: float = X0_DENOMINATOR_EPSILON):
+        """`x0_epsilon`: added to alpha_bar under the square root of x0's denominator (the study's 1e-8; 0 is
+        diffusers' arithmetic, which divides by zero at the terminal step)."""
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         self.schedule = schedule
         self.num_steps = num_steps
         self.eta = float(eta)
         self.clip_x0 = clip_x0
+        self.x0_epsilon = float(x0_epsilon)
         T = schedule.num_timesteps
         self.timesteps = trailing_timesteps(num_steps, T)
         stride = T // num_steps  # diffusers' previous-timestep rule, kept for numerical parity
@@ -52,19 +56,19 @@ class DDIMSampler:
         self._ab_prev = ab_prev
         self._t_tensor = torch.tensor(self.timesteps, device=ab.device, dtype=torch.long)
         # The study's variance also adds the epsilon to alpha_bar_prev (only eta > 0 reads it).
-        variance = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / (ab_prev + X0_DENOMINATOR_EPSILON))
+        variance = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / (ab_prev + self.x0_epsilon))
         self._sigma = self.eta * variance.clamp_min(0).sqrt()
 
     @property
     def settings(self) -> dict:
         return {"sampler": "ddim", "steps": self.num_steps, "eta": self.eta, "clip_x0": self.clip_x0,
                 "timestep_spacing": "trailing", "timesteps": list(self.timesteps),
-                "x0_denominator": f"sqrt(alpha_bar + {X0_DENOMINATOR_EPSILON:g})"}
+                "x0_denominator": f"sqrt(alpha_bar + {self.x0_epsilon:g})"}
 
     def step(self, eps: torch.Tensor, i: int, x: torch.Tensor, noise: torch.Tensor | None = None):
         """One DDIM update from step i of the grid; returns (x_prev, predicted x0)."""
         ab_t, ab_prev, sigma = self._ab_t[i], self._ab_prev[i], self._sigma[i]
-        x0 = (x - (1 - ab_t).sqrt() * eps) / (ab_t + X0_DENOMINATOR_EPSILON).sqrt()
+        x0 = (x - (1 - ab_t).sqrt() * eps) / (ab_t + self.x0_epsilon).sqrt()
         if self.clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
         direction = (1 - ab_prev - sigma**2).clamp(0.0, 1.0).sqrt() * eps

@@ -5,6 +5,7 @@ a global stream, so a run restarted at iteration j draws exactly what the uninte
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import numpy as np
@@ -43,3 +44,17 @@ def per_sample_normal(seeds: Sequence[int], shape: Sequence[int], device=None, d
         rows.append(torch.randn(tuple(shape), generator=g, dtype=dtype))
     out = torch.stack(rows) if rows else torch.empty((0, *shape), dtype=dtype)
     return out.to(device) if device is not None else out
+
+
+@contextlib.contextmanager
+def keyed_global_rng(device: torch.device, *keys: int):
+    """Seed torch's global generators (CPU and `device`) from `keys` for the block, then restore them: for what
+    draws from the global state by design, such as dropout, so it too is reproducible and resumable."""
+    device = torch.device(device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        seed = derive_seed(*keys)
+        torch.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(seed)
+        yield

@@ -22,13 +22,14 @@ from ..diffusion.seeding import derive_seeds, generator
 from ..errors import UserError, unknown_name
 from ..streams.base import ImageSet, Stream
 from ..io import atomic_torch_save, load_tensors, sha256_of_arrays
-from .classifier import (CLASSIFIER_ARCHS, CLASSIFIER_CODE_VERSION, EVALUATION_CLASSIFIER_SEED, classifier_paths,
-                         classifier_version, predict_logits, train_evaluation_classifier)
+from .classifier import (CLASSIFIER_ARCHS, CLASSIFIER_CODE_VERSION, EVALUATION_CLASSIFIER_SEED,
+                         check_classifier_can_be_built, classifier_identity, classifier_paths, predict_logits,
+                         train_evaluation_classifier)
 from .features import (EXTRACTORS, OFFLINE_INCEPTION_DIFFERENCE, build_extractor, extract_features, file_sha256,
                        offline_inception_path)
 from .metrics import (KLD_EPSILON, class_histogram, fid_from_features, fid_from_statistics, fid_statistics,
                       kl_divergence, total_variation)
-from .solver import KD_DIRECTIONS, KD_SCALE_T2, SOLVER_MODES, Solver, generate_images, kd_loss
+from .solver import KD_DIRECTIONS, KD_SCALE_T2, SOLVER_ARCHS, SOLVER_MODES, Solver, generate_images, kd_loss
 
 __all__ = ["EvalSettings", "Evaluator", "train_evaluation_classifier", "class_histogram", "kl_divergence",
            "total_variation", "fid_statistics", "fid_from_statistics", "fid_from_features", "kd_loss",
@@ -47,10 +48,14 @@ class EvalSettings:
     num_real: int | None = None            # real test images used (None = all seen test images)
     batch_size: int = 250                  # generation / feature batch
     fid_steps: int = 10                    # DDIM steps of the metric samples (the caller samples; recorded only)
-    classifier_arch: str = "cnn"           # evaluation classifier: "cnn" (small, CPU) | "resnet18" (paper)
+    classifier_arch: str = "ruler-cnn"     # evaluation classifier: "ruler-cnn" (CPU) | "resnet18-imagenet" (study's)
     classifier_epochs: int = 3
+    classifier_holdout: float = 1 / 6      # share of each class's training images held out (best epoch, oracle)
+    classifier_flip: bool = False          # random horizontal flips in its training (data sets whose classes allow)
+    classifier_weights: str | None = None  # ImageNet ResNet-18 weights file for resnet18-imagenet (else torchvision's)
+    solver_arch: str = "small-cnn"         # the replay-trained classifier: "small-cnn" | "simple-cnn" (study's)
     solver_epochs: int = 1                 # the replay-trained classifier ("solver") per task
-    solver_batch_size: int = 64
+    solver_batch_size: int = 64            # real images per batch (as many replayed ones are added)
     solver_max_images: int | None = None   # cap on the solver's training images per task and epoch (None: all)
     solver_lr: float = 1e-3
     kd_temperature: float = 2.0
@@ -67,6 +72,10 @@ class EvalSettings:
             raise unknown_name("FID feature extractor", self.extractor, EXTRACTORS)
         if self.classifier_arch not in CLASSIFIER_ARCHS:
             raise unknown_name("classifier architecture", self.classifier_arch, CLASSIFIER_ARCHS)
+        if self.solver_arch not in SOLVER_ARCHS:
+            raise unknown_name("solver architecture", self.solver_arch, SOLVER_ARCHS)
+        if not 0 <= float(self.classifier_holdout) < 1:
+            raise UserError(f"classifier_holdout must be in [0, 1), got {self.classifier_holdout}")
         if self.kd_direction not in KD_DIRECTIONS:
             raise unknown_name("KD direction", self.kd_direction, KD_DIRECTIONS)
         for name in ("num_generated", "batch_size", "classifier_epochs", "solver_batch_size"):
@@ -86,20 +95,17 @@ class Evaluator:
     """Scores the diffusion model after each task of `stream`; holds the solver between tasks."""
 
     def __init__(self, stream: Stream, settings: EvalSettings, cache_dir: pathlib.Path, device: torch.device,
-                 seed: int, meter=None, progress: bool = True, reference_stream: Stream | None = None):
-        """`reference_stream`: the stream split with REFERENCE_SPLIT_SEED, on which the evaluation classifier is
-        trained so that runs of every seed share it (default: `stream` itself)."""
+                 seed: int, meter=None, progress: bool = True):
         settings.validate()
         self.stream = stream
-        self.reference_stream = reference_stream or stream
         self.settings = settings
         self.cache_dir = pathlib.Path(cache_dir)
         self.device = torch.device(device)
         self.seed = int(seed)
         self.meter = meter
         self.progress = progress
-        self.solver = Solver(stream.num_classes, self.seed, self.device, settings) if settings.compute_accuracy \
-            else None
+        self.solver = Solver(stream.num_classes, self.seed, self.device, settings, stream.image_shape[0]) \
+            if settings.compute_accuracy else None
         self.history: list[dict] = []
         self._classifier = None
         self._classifier_info: dict | None = None
@@ -109,10 +115,17 @@ class Evaluator:
 
     # -- shared, cached pieces -----------------------------------------------------------------------------------
 
+    def preflight(self) -> None:
+        """Check before any training that what the evaluation needs can be had: the evaluation classifier (cached,
+        or its pretrained weights at hand) and the FID extractor with its weights."""
+        check_classifier_can_be_built(self.stream, self.settings, self.cache_dir)
+        if self.settings.compute_fid and self.settings.extractor != "classifier":
+            self._extractor_and_feature()
+
     def classifier(self):
         if self._classifier is None:
             self._classifier, self._classifier_info = train_evaluation_classifier(
-                self.reference_stream, self.settings, self.cache_dir, self.device, EVALUATION_CLASSIFIER_SEED,
+                self.stream, self.settings, self.cache_dir, self.device, EVALUATION_CLASSIFIER_SEED,
                 progress=self.progress)
             self._classifier.requires_grad_(False)
         return self._classifier
@@ -197,6 +210,12 @@ class Evaluator:
         seeds = derive_seeds(s.num_generated, self.seed, k, _PURPOSE_FID_SAMPLES)
         fake = generate_images(generate, seeds, s.batch_size, self.stream.image_shape, self.meter, self.progress,
                                f"FID samples task {k}")
+        return self.score_images(k, fake)
+
+    def score_images(self, k: int, fake: torch.Tensor) -> dict:
+        """FID, KLD and ARD of uint8 images `fake` as if a model had drawn them after task k (the oracle scores
+        real held-out images this way)."""
+        s = self.settings
         extractor, feature = self._extractor_and_feature()
         feats = extract_features(extractor, fake, s.batch_size, self.device, self.progress,
                                  f"FID generated features task {k}")
@@ -234,16 +253,17 @@ class Evaluator:
                       "to uint8, grayscale repeated to 3 channels, against the test images of all seen classes",
                "kld": f"KL(p_true || p_gen) in nats; {KLD_EPSILON:g} added to both histograms, both renormalised",
                "ard": "total variation 0.5 * sum |p_true - p_gen| of the unsmoothed histograms",
-               "solver": {"arch": "cnn", "kd_direction": s.kd_direction, "kd_temperature": s.kd_temperature,
+               "solver": {"arch": s.solver_arch, "kd_direction": s.kd_direction, "kd_temperature": s.kd_temperature,
                           "kd_scaled_by_t_squared": KD_SCALE_T2, "optimizer": "Adam, fresh per task"}}
-        if s.inception_weights:
-            out["settings"]["inception_weights"] = pathlib.Path(s.inception_weights).name
+        # Where a weights file lives is not part of what was computed; its name (and the version's hash) is.
+        for name in ("inception_weights", "classifier_weights"):
+            if getattr(s, name):
+                out["settings"][name] = pathlib.Path(getattr(s, name)).name
         if self._classifier_info is not None:
             info = self._classifier_info
         else:
-            version = classifier_version(self.reference_stream, s.classifier_arch, s.classifier_epochs,
-                                         EVALUATION_CLASSIFIER_SEED)
-            info_path = classifier_paths(self.cache_dir, self.reference_stream.dataset, version)[1]
+            version = classifier_identity(self.stream, s)
+            info_path = classifier_paths(self.cache_dir, self.stream.dataset, version)[1]
             info = json.loads(info_path.read_text()) if info_path.exists() else {"version": version,
                                                                                  "status": "not trained yet"}
         out["evaluation_classifier"] = info

@@ -1,114 +1,83 @@
 """The evaluation classifier: one per data set, trained by the suite, shared by every run that evaluates on it.
 
 It labels generated samples (for KLD / ARD) and, with the `classifier` extractor, provides the FID features. It is
-trained with a fixed suite seed rather than the run seed, so that runs with different seeds are scored by the
-same network; its version string names everything that changes the weights, and is part of every cache key that
-depends on it.
+trained with a fixed suite seed on the data set's training images in a canonical order (by class, as stored), so
+runs of every seed and class order are scored by the same network; its version string names everything that
+changes the weights, and is part of every cache key that depends on it.
+
+A fixed share of each class's training images is held out: the classifier keeps its best epoch on them (as the
+study's recipe does), and `cldiff-bench oracle` scores them as if they were generated, the metrics' floor.
+
+Recipes:
+* `resnet18-imagenet` (paper profile): the study's train_kld_classifier.py: torchvision's ResNet-18 from ImageNet
+  weights, Adam 5e-4, batch 64, random flip, rotation (10 degrees), translation (10%) and Gaussian noise (0.1),
+  100 epochs, the best epoch on the held-out images.
+* `ruler-cnn` (CPU profiles): the same augmentations on a small CNN with a cosine learning-rate decay, so a ruler that
+  is robust to what generators draw (blur, speckle, shifted shapes) trains in minutes.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import math
 import pathlib
 import sys
 import time
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..diffusion.seeding import derive_seed, generator
+from ..diffusion.seeding import derive_seed, generator, keyed_global_rng
 from ..errors import UserError, unknown_name
-from ..streams.base import Stream, to_model_range
 from ..io import atomic_torch_save, atomic_write_json, load_tensors
+from ..streams.base import ImageSet, Stream, to_model_range
+from .networks import build_network, imagenet_resnet18_available, imagenet_resnet18_weights
 
 # Bump when the architecture, the training recipe or the preprocessing changes: it invalidates cached classifiers.
-CLASSIFIER_CODE_VERSION = "c1"
+CLASSIFIER_CODE_VERSION = "c2"
 # The evaluation classifier of a data set is the same for every run (see the module docstring).
 EVALUATION_CLASSIFIER_SEED = 0
-# The evaluation classifier belongs to the data set, not to a run: every run, whatever its seed, uses the one trained
-# on the stream as this seed splits it (the split decides the order of the training data and so the weights).
-REFERENCE_SPLIT_SEED = 0
-CLASSIFIER_ARCHS = ("cnn", "resnet18")
+CLASSIFIER_ARCHS = ("ruler-cnn", "resnet18-imagenet")
 
 _PURPOSE_INIT = 0xE101
 _PURPOSE_SHUFFLE = 0xE102
 _PURPOSE_AUGMENT = 0xE103
-
-TRAIN_BATCH_SIZE = 128
-TRAIN_LR = 1e-3
-
-
-class SmallCNN(nn.Module):
-    """Four conv layers and a 128-d penultimate layer: trains on CIFAR-10 in about a minute an epoch on a CPU."""
-
-    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 32, feature_dim: int = 128):
-        super().__init__()
-
-        def block(cin, cout, stride):
-            return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-        self.body = nn.Sequential(*block(in_channels, width, 1), *block(width, 2 * width, 2),
-                                  *block(2 * width, 4 * width, 2), *block(4 * width, 4 * width, 2),
-                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(4 * width, feature_dim), nn.ReLU(inplace=True))
-        self.head = nn.Linear(feature_dim, num_classes)
-        self.feature_dim = feature_dim
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+_PURPOSE_HOLDOUT = 0xE104
+_PURPOSE_DROPOUT = 0xE105
 
 
-class _BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+@dataclass(frozen=True)
+class Recipe:
+    batch_size: int
+    lr: float
+    lr_schedule: str            # "constant" | "cosine"
+    rotation_degrees: float
+    translate: float            # largest shift, as a fraction of the image size
+    noise_std: float            # Gaussian noise added in the [-1, 1] input range
+    pretrained: str | None      # "imagenet" or None
 
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-class ResNet18(nn.Module):
-    """CIFAR-style ResNet-18 (3x3 stem, no max-pool), 512-d penultimate features: the paper profile's classifier."""
-
-    def __init__(self, num_classes: int, in_channels: int = 3):
-        super().__init__()
-        layers = [nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
-        cin = 64
-        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            layers += [_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)]
-            cin = cout
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(512, num_classes)
-        self.feature_dim = 512
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+RECIPES = {
+    "resnet18-imagenet": Recipe(batch_size=64, lr=5e-4, lr_schedule="constant", rotation_degrees=10.0,
+                                translate=0.1, noise_std=0.1, pretrained="imagenet"),
+    "ruler-cnn": Recipe(batch_size=128, lr=2e-3, lr_schedule="cosine", rotation_degrees=10.0, translate=0.1,
+                  noise_std=0.1, pretrained=None),
+}
 
 
-def build_classifier(arch: str, num_classes: int, init_seed: int) -> nn.Module:
-    """A freshly initialised classifier; its initial weights depend only on `init_seed`."""
+def build_classifier(arch: str, num_classes: int, init_seed: int, weights_file: str | None = None) -> nn.Module:
+    """A freshly initialised evaluation classifier (the ImageNet body loaded for `resnet18-imagenet`)."""
     if arch not in CLASSIFIER_ARCHS:
         raise unknown_name("classifier architecture", arch, CLASSIFIER_ARCHS)
-    # Seed the initialisation without touching the caller's global RNG state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
-        return SmallCNN(num_classes) if arch == "cnn" else ResNet18(num_classes)
+    pretrained = imagenet_resnet18_weights(weights_file) if RECIPES[arch].pretrained == "imagenet" else None
+    return build_network(arch, num_classes, init_seed, pretrained=pretrained)
 
 
 def to_rgb_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -127,21 +96,6 @@ def classifier_input(images_u8: torch.Tensor, device: torch.device) -> torch.Ten
     return to_model_range(to_rgb_uint8(images_u8).to(device, non_blocking=True))
 
 
-def random_crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
-    """Per-sample random translation (reflect padding) and horizontal flip, drawn from `g`."""
-    n, c, h, w = x.shape
-    padded = F.pad(x.float(), (pad, pad, pad, pad), mode="reflect").to(x.dtype)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
-    out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
-    if flip:
-        mask = torch.rand(n, generator=g) < 0.5
-        out[mask] = out[mask].flip(-1)
-    return out
-
-
 @torch.no_grad()
 def predict_logits(model: nn.Module, images_u8: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
     model.eval()
@@ -158,19 +112,69 @@ def accuracy(model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, ba
     return float((pred == labels.cpu()).double().mean())
 
 
+def augment(x: torch.Tensor, g: torch.Generator, recipe: Recipe, flip: bool) -> torch.Tensor:
+    """Per-sample random rotation and translation (black fill, as torchvision's), flip, then Gaussian noise; the
+    draws come from `g` on the CPU, so they do not depend on the device."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=g) * 2 - 1) * math.radians(recipe.rotation_degrees)
+    shift = (torch.rand(n, 2, generator=g) * 2 - 1) * (2 * recipe.translate)  # grid units span 2 per image side
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    # Shifted by +1 so that grid_sample's zero padding is black (-1) once shifted back.
+    out = F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+    mirror = torch.rand(n, generator=g) < 0.5
+    if flip:
+        out = torch.where(mirror.to(x.device)[:, None, None, None], out.flip(-1), out)
+    noise = torch.randn(out.shape, generator=g) * recipe.noise_std
+    return out + noise.to(out.device, out.dtype)
+
+
+def canonical_train_set(stream: Stream) -> ImageSet:
+    """All training images of the stream ordered by class (each class in stored order): the same for every split."""
+    union = stream.train_union(stream.num_tasks - 1)
+    return ImageSet.concat([union.of_classes([c]) for c in range(stream.num_classes)])
+
+
+def holdout_split(stream: Stream, fraction: float) -> tuple[ImageSet, ImageSet]:
+    """(training images, held-out images): `fraction` of every class, chosen by a keyed draw per class."""
+    data = canonical_train_set(stream)
+    keep, held = [], []
+    for c in range(stream.num_classes):
+        idx = torch.nonzero(data.labels == c).flatten()
+        perm = idx[torch.randperm(len(idx), generator=generator(_PURPOSE_HOLDOUT, c))]
+        n_held = int(round(fraction * len(idx)))
+        held.append(perm[:n_held].sort().values)
+        keep.append(perm[n_held:].sort().values)
+    keep, held = torch.cat(keep), torch.cat(held)
+    return (ImageSet(data.images[keep], data.labels[keep]), ImageSet(data.images[held], data.labels[held]))
+
+
 def _data_fingerprint(stream: Stream) -> str:
     """Short hash of the training set, so two streams over different subsets of one data set never share a file."""
-    data = stream.train_union(stream.num_tasks - 1)
+    data = canonical_train_set(stream)
     h = hashlib.sha256(f"{stream.dataset}|{stream.num_classes}|{tuple(stream.image_shape)}".encode())
     h.update(data.labels.numpy().tobytes())
     h.update(data.images.contiguous().numpy().tobytes())
     return h.hexdigest()[:10]
 
 
-def classifier_version(stream: Stream, arch: str, epochs: int, seed: int) -> str:
+def _weights_tag(arch: str, weights_file: str | None) -> str:
+    if RECIPES[arch].pretrained is None:
+        return ""
+    if weights_file:
+        path = pathlib.Path(weights_file).expanduser()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8] if path.is_file() else "missing"
+        return f"-w{digest}"
+    return "-wtv1"  # torchvision's IMAGENET1K_V1
+
+
+def classifier_version(stream: Stream, arch: str, epochs: int, seed: int, holdout: float = 0.0,
+                       flip: bool = False, weights_file: str | None = None) -> str:
     if arch not in CLASSIFIER_ARCHS:
         raise unknown_name("classifier architecture", arch, CLASSIFIER_ARCHS)
-    return f"{arch}-e{epochs}-s{seed}-{CLASSIFIER_CODE_VERSION}-d{_data_fingerprint(stream)}"
+    return (f"{arch}-e{epochs}-h{round(100 * holdout)}{'-f' if flip else ''}{_weights_tag(arch, weights_file)}"
+            f"-s{seed}-{CLASSIFIER_CODE_VERSION}-d{_data_fingerprint(stream)}")
 
 
 def classifier_paths(cache_dir: pathlib.Path, dataset: str, version: str) -> tuple[pathlib.Path, pathlib.Path]:
@@ -178,67 +182,115 @@ def classifier_paths(cache_dir: pathlib.Path, dataset: str, version: str) -> tup
     return base.with_name(base.name + ".pt"), base.with_name(base.name + ".json")
 
 
-def _fit(model: nn.Module, stream: Stream, epochs: int, seed: int, device: torch.device, progress: bool) -> None:
-    data = stream.train_union(stream.num_tasks - 1)
-    n = len(data)
-    steps_per_epoch = math.ceil(n / TRAIN_BATCH_SIZE)
-    total = max(1, epochs * steps_per_epoch)
-    opt = torch.optim.Adam(model.parameters(), lr=TRAIN_LR)
-    # Cosine decay gets most of the accuracy a long schedule would in the few epochs a CPU can afford.
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    # Horizontal flips suit natural images, not digits or letters (single-channel data sets).
-    flip = stream.image_shape[0] == 3
-    model.train()
+def _lr_factor(recipe: Recipe, total: int):
+    if recipe.lr_schedule == "cosine":
+        return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    return lambda s: 1.0
+
+
+def _fit(model: nn.Module, train: ImageSet, held: ImageSet, recipe: Recipe, epochs: int, seed: int, flip: bool,
+         device: torch.device, progress: bool) -> dict:
+    n = len(train)
+    bs = recipe.batch_size
+    total = max(1, epochs * math.ceil(n / bs))
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(recipe, total))
+    best = {"epoch": None, "holdout_accuracy": -1.0}
+    best_state = None
     with tqdm(total=total, desc="evaluation classifier", unit="batch", disable=not progress, leave=False) as bar:
         for epoch in range(epochs):
+            model.train()
             order = torch.randperm(n, generator=generator(seed, epoch, _PURPOSE_SHUFFLE))
             g_aug = generator(seed, epoch, _PURPOSE_AUGMENT)
-            for start in range(0, n, TRAIN_BATCH_SIZE):
-                idx = order[start:start + TRAIN_BATCH_SIZE]
-                x = random_crop_flip(data.images[idx], g_aug, flip=flip)
-                loss = F.cross_entropy(model(classifier_input(x, device)), data.labels[idx].to(device))
+            for start in range(0, n, bs):
+                idx = order[start:start + bs]
+                x = augment(classifier_input(train.images[idx], device), g_aug, recipe, flip)
+                loss = F.cross_entropy(model(x), train.labels[idx].to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            if len(held):
+                acc = accuracy(model, held.images, held.labels, 500, device)
+                # The study keeps the best epoch on its validation split; ties keep the later (longer-trained) one.
+                if acc >= best["holdout_accuracy"]:
+                    best = {"epoch": epoch + 1, "holdout_accuracy": acc}
+                    best_state = copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        best = {"epoch": epochs, "holdout_accuracy": None}
     model.eval()
+    return best
+
+
+def classifier_identity(stream: Stream, settings) -> str:
+    return classifier_version(stream, settings.classifier_arch, int(settings.classifier_epochs),
+                              EVALUATION_CLASSIFIER_SEED, settings.classifier_holdout, settings.classifier_flip,
+                              settings.classifier_weights)
+
+
+def classifier_is_cached(stream: Stream, settings, cache_dir: pathlib.Path) -> bool:
+    weights, info = classifier_paths(cache_dir, stream.dataset, classifier_identity(stream, settings))
+    return weights.exists() and info.exists()
+
+
+def check_classifier_can_be_built(stream: Stream, settings, cache_dir: pathlib.Path) -> None:
+    """Fail now, not after training, when the classifier is neither cached nor trainable here."""
+    if RECIPES[settings.classifier_arch].pretrained is None or classifier_is_cached(stream, settings, cache_dir):
+        return
+    if not imagenet_resnet18_available(settings.classifier_weights):
+        imagenet_resnet18_weights(settings.classifier_weights)  # a download attempt; raises the one-line error
 
 
 def train_evaluation_classifier(stream: Stream, settings, cache_dir: pathlib.Path, device: torch.device,
                                 seed: int = EVALUATION_CLASSIFIER_SEED, progress: bool = True,
                                 retrain: bool = False) -> tuple[nn.Module, dict]:
-    """The evaluation classifier of `stream.dataset` for `settings.classifier_arch` / `classifier_epochs`.
+    """The evaluation classifier of `stream.dataset` for `settings` (classifier_arch, _epochs, _holdout, _flip,
+    _weights).
 
-    Loaded from `cache_dir / "evaluators"` when present (unless `retrain`), otherwise trained on the training images
-    of all classes of the stream, tested on all its test images, and saved (state dict + JSON with the accuracy).
+    Loaded from `cache_dir / "evaluators"` when present (unless `retrain`), otherwise trained on the held-in
+    training images of all classes, tested on all test images, and saved (state dict + JSON with the accuracies).
     Returns (model in eval mode on `device`, info dict).
     """
     device = torch.device(device)
     arch, epochs = settings.classifier_arch, int(settings.classifier_epochs)
-    version = classifier_version(stream, arch, epochs, seed)
+    if arch not in CLASSIFIER_ARCHS:
+        raise unknown_name("classifier architecture", arch, CLASSIFIER_ARCHS)
+    version = classifier_version(stream, arch, epochs, seed, settings.classifier_holdout, settings.classifier_flip,
+                                 settings.classifier_weights)
     weights_path, info_path = classifier_paths(cache_dir, stream.dataset, version)
-    model = build_classifier(arch, stream.num_classes, derive_seed(seed, _PURPOSE_INIT))
     if not retrain and weights_path.exists() and info_path.exists():
-        import json
+        # The saved weights replace the initial ones, ImageNet body included: no pretrained file is needed.
+        model = build_network(arch, stream.num_classes, derive_seed(seed, _PURPOSE_INIT))
         model.load_state_dict(load_tensors(weights_path))
         info = json.loads(info_path.read_text())
         return model.to(device).eval(), info
     if epochs < 1:
         raise UserError(f"classifier_epochs must be >= 1, got {epochs}")
-    print(f"cldiff-bench: training the evaluation classifier for {stream.dataset!r} ({arch}, {epochs} epochs); "
-          f"done once, then cached under {pathlib.Path('evaluators') / weights_path.name}", file=sys.stderr)
+    recipe = RECIPES[arch]
+    model = build_classifier(arch, stream.num_classes, derive_seed(seed, _PURPOSE_INIT), settings.classifier_weights)
+    train, held = holdout_split(stream, settings.classifier_holdout)
+    print(f"cldiff-bench: training the evaluation classifier for {stream.dataset!r} ({arch}, {epochs} epochs on "
+          f"{len(train)} images); done once, then cached under {pathlib.Path('evaluators') / weights_path.name}",
+          file=sys.stderr)
     model.to(device)
     start = time.perf_counter()
-    _fit(model, stream, epochs, seed, device, progress)
+    with keyed_global_rng(device, seed, _PURPOSE_DROPOUT):
+        best = _fit(model, train, held, recipe, epochs, seed, settings.classifier_flip, device, progress)
     seconds = time.perf_counter() - start
     test = stream.test_seen(stream.num_tasks - 1)
+    pred = predict_logits(model, test.images, 500, device).argmax(1)
+    per_class = [float((pred[test.labels == c] == c).double().mean()) for c in range(stream.num_classes)]
     info = {"version": version, "arch": arch, "epochs": epochs, "seed": seed, "dataset": stream.dataset,
-            "num_classes": stream.num_classes, "code_version": CLASSIFIER_CODE_VERSION,
-            "num_train": len(stream.train_union(stream.num_tasks - 1)), "num_test": len(test),
-            "test_accuracy": accuracy(model, test.images, test.labels, 500, device),
-            "train_seconds": round(seconds, 3), "file": weights_path.name}
+            "num_classes": stream.num_classes, "code_version": CLASSIFIER_CODE_VERSION, "recipe": recipe.to_dict(),
+            "flip": settings.classifier_flip, "holdout_fraction": settings.classifier_holdout,
+            "num_train": len(train), "num_holdout": len(held), "num_test": len(test),
+            "best_epoch": best["epoch"], "holdout_accuracy": best["holdout_accuracy"],
+            "test_accuracy": float((pred == test.labels).double().mean()),
+            "test_accuracy_per_class": per_class, "train_seconds": round(seconds, 3), "file": weights_path.name}
     atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights_path)
     atomic_write_json(info_path, info)
     return model.eval(), info

@@ -22,4 +22,10 @@ class StreamSpec:
     # Epochs of the CPU evaluation classifier: a property of the data set (so every profile shares one cached
     # classifier), not of a run's budget.
     evaluator_epochs: int = 3
+    # Share of each class's training images the evaluation classifier holds out (its best epoch, the oracle).
+    evaluator_holdout: float = 1 / 6
+    # Whether a mirrored image is still of its class: the evaluation classifier then trains with random flips.
+    mirror_invariant: bool = False
+    # The study's training transform flips this data set's images at random (the paper profile does too).
+    study_hflip: bool = False
     extra: dict = field(default_factory=dict)

@@ -64,16 +64,23 @@ FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format), gzipped or not."""
+    """An IDX file (the MNIST format), gzipped or not; a truncated or corrupt file is named, with what to do."""
+    fix = (f"delete it and download it again (the original files' md5s are {', '.join(FMNIST_FILES.values())}), "
+           f"or run once with internet so torchvision fetches it")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    magic = int.from_bytes(data[0:4], "big")
-    ndim = magic & 0xFF
-    if magic >> 8 != 0x08:
-        raise UserError(f"{path} is not an unsigned-byte IDX file")
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise UserError(f"{path} is truncated or corrupt ({type(exc).__name__}); {fix}") from None
+    if len(data) < 4 or int.from_bytes(data[0:4], "big") >> 8 != 0x08:
+        raise UserError(f"{path} is not an unsigned-byte IDX file; {fix}")
+    ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
+    if len(data) != offset + int(np.prod(dims)):
+        raise UserError(f"{path} is truncated or corrupt ({len(data) - offset} bytes of data for an array of shape "
+                        f"{dims}); {fix}")
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
 
 
@@ -108,6 +115,12 @@ def load_fashion_mnist(data_root: Path, download: bool = True) -> tuple[ImageSet
             f"{', '.join(m + '.gz' for m in missing)} (or their extracted forms) in {raw}/, or run once with "
             f"internet so torchvision downloads them, or pass --data-root to a folder holding FashionMNIST/raw/.")
     arrays = {stem: _read_idx(_find_idx(raw, stem)) for stem in FMNIST_FILES}
+    for split, n in (("train", 60000), ("t10k", 10000)):
+        images, labels = arrays[f"{split}-images-idx3-ubyte"], arrays[f"{split}-labels-idx1-ubyte"]
+        if len(images) != len(labels) or images.shape[1:] != (28, 28) or labels.max(initial=0) > 9:
+            raise UserError(f"the Fashion-MNIST {split} files under {raw} do not belong together ({len(images)} "
+                            f"images of shape {images.shape[1:]}, {len(labels)} labels); replace them with the "
+                            f"original files ({n} each)")
     train = ImageSet(resize_uint8(torch.from_numpy(arrays["train-images-idx3-ubyte"].copy())[:, None]),
                      torch.from_numpy(arrays["train-labels-idx1-ubyte"].astype(np.int64)))
     test = ImageSet(resize_uint8(torch.from_numpy(arrays["t10k-images-idx3-ubyte"].copy())[:, None]),
@@ -139,12 +152,17 @@ def _decode(items: list[tuple[Path, int]], channels: int) -> ImageSet:
 
     mode = "L" if channels == 1 else "RGB"
     images = np.empty((len(items), IMAGE_SIZE, IMAGE_SIZE, channels), dtype=np.uint8)
-    for i, (path, _) in enumerate(tqdm(items, desc="decoding images", unit="img", leave=False, mininterval=1)):
-        with Image.open(path) as img:
-            img = img.convert(mode)
-            if img.size != (IMAGE_SIZE, IMAGE_SIZE):
-                img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
-            images[i] = np.asarray(img).reshape(IMAGE_SIZE, IMAGE_SIZE, channels)
+    for i, (path, _) in enumerate(tqdm(items, desc="decoding images", unit="img", leave=False, mininterval=1,
+                                      disable=None)):
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode)
+                if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+                    img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+                images[i] = np.asarray(img).reshape(IMAGE_SIZE, IMAGE_SIZE, channels)
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for truncated or non-image files
+            raise UserError(f"{path} is not a readable image ({type(exc).__name__}: {exc}); replace or remove "
+                            f"it") from None
     labels = torch.tensor([label for _, label in items], dtype=torch.int64)
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels)
 
@@ -201,7 +219,11 @@ def load_cifar10(data_root: Path, cache_dir: Path | None, download: bool = True)
             f"as {folder}/{{train,test}}/<class>/*.png, or run once with internet so torchvision downloads it.")
     sets = []
     for train in (True, False):
-        ds = torchvision.datasets.CIFAR10(str(data_root), train=train, download=False)
+        try:
+            ds = torchvision.datasets.CIFAR10(str(data_root), train=train, download=False)
+        except Exception as exc:  # truncated pickles: EOFError, UnpicklingError, ...
+            raise UserError(f"{data_root / 'cifar-10-batches-py'} is incomplete or corrupt ({type(exc).__name__}); "
+                            f"delete it and download cifar-10-python.tar.gz again") from None
         sets.append(ImageSet(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
                              torch.tensor(ds.targets, dtype=torch.int64)))
     return sets[0], sets[1], list(CIFAR10_CLASSES)

@@ -1,6 +1,8 @@
 """Class-incremental splits through Avalanche, so class orders are those of SplitFMNIST / SplitCIFAR10."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .base import ImageSet, Stream, Task
@@ -22,7 +24,12 @@ class _LabelsOnly(torch.utils.data.Dataset):
 def avalanche_class_split(train_labels: torch.Tensor, test_labels: torch.Tensor, n_tasks: int,
                           seed: int) -> tuple[list[int], list[list[int]]]:
     """(class order, classes per task) exactly as `nc_benchmark(..., n_experiences=n_tasks, seed=seed)` gives."""
-    from avalanche.benchmarks import nc_benchmark  # slow to import: only when a stream is built
+    with warnings.catch_warnings():
+        # Avalanche imports optional solver packages that warn about themselves on import (jaxopt's deprecation,
+        # qpsolvers without a solver backend); the suite uses neither, so their warnings say nothing to a user.
+        warnings.filterwarnings("ignore", module=r"(jaxopt|qpsolvers)(\..*)?$")
+        warnings.filterwarnings("ignore", message=r".*(JAXopt|qpsolvers|QP solver).*")
+        from avalanche.benchmarks import nc_benchmark  # slow to import: only when a stream is built
 
     # nc_benchmark seeds torch's global generator; keep that from leaking into the run.
     with torch.random.fork_rng(devices=[]):

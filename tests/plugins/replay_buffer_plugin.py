@@ -25,7 +25,7 @@ class BufferReplay(Strategy):
             x0 = torch.cat([x0, self.buffer[torch.randint(0, len(self.buffer), (len(x0),), generator=g)]])
         x_t, t, noise = self.core.training_targets(x0, batch.generator(PURPOSE_DATA_NOISE))
         loss = F.mse_loss(self.core.model(x_t, t), noise)
-        self._last = batch.x0[: self.opts["buffer_per_task"]].detach()
+        self._last = batch.x0[: self.option_values["buffer_per_task"]].detach()
         return LossTerms(total=loss, data=loss)
 
     def end_task(self, k):

@@ -69,7 +69,7 @@ class TeacherStrategy(Strategy):
         iterations = range(batch.iteration, end)
         seeds = [s for i in iterations for s in batch.sample_seeds(n, PURPOSE_REPLAY_SAMPLES, iteration=i)]
         with self.core.meter.phase("replay_generation"):
-            images = self.core.generate(self.teacher, seeds, self.opts["teacher_steps"], self.opts["teacher_eta"])
+            images = self.core.generate(self.teacher, seeds, self.option_values["teacher_steps"], self.option_values["teacher_eta"])
         chunks = images.split(n)
         self._replay_queue.update(zip(iterations[1:], chunks[1:]))
         return chunks[0]
@@ -104,7 +104,7 @@ class TeacherStrategy(Strategy):
             target = self.replay_target(x_r, t_r, noise_r)
         data_loss = F.mse_loss(pred_data, noise)
         replay_loss = F.mse_loss(pred_replay, target)
-        w_data, w_replay = loss_weights(self.task, self.opts["lambda"])
+        w_data, w_replay = loss_weights(self.task, self.option_values["lambda"])
         return LossTerms(total=w_data * data_loss + w_replay * replay_loss, data=data_loss, replay=replay_loss)
 
     def end_task(self, k: int) -> None:

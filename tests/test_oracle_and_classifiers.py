@@ -1,0 +1,86 @@
+"""The metrics' floor (`cldiff-bench oracle`) and the evaluation classifiers of the study's paper profile."""
+import json
+
+import pytest
+import torch
+
+from cldiff_bench.cli import main
+from cldiff_bench.evaluation import EvalSettings, Evaluator
+from cldiff_bench.evaluation.classifier import train_evaluation_classifier
+from cldiff_bench.profiles import evaluation_settings, get_profile
+from cldiff_bench.registry import load_registry
+
+
+def test_oracle_scores_real_held_out_images_far_below_pure_noise(tmp_path, capsys):
+    assert main(["oracle", "--stream", "digits-5", "--profile", "tiny", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    path = tmp_path / "digits-5/tiny/real-data/seed0/result.json"
+    doc = json.loads(path.read_text())
+    assert doc["kind"] == "oracle" and doc["config"]["strategy"] == "real-data"
+    assert len(doc["metrics"]["fid"]) == 5 and "accuracy" not in doc["metrics"]
+
+    # Pure noise scored by the same evaluator settings and the same (cached) classifier.
+    registry = load_registry()
+    spec = registry.stream("digits-5")
+    stream = spec.build(None, 0, None)
+    settings = EvalSettings(**evaluation_settings(get_profile("tiny"), spec), compute_accuracy=False)
+    import os
+    evaluator = Evaluator(stream, settings, os.environ["CLDIFF_BENCH_CACHE"], torch.device("cpu"), 0,
+                          progress=False)
+    g = torch.Generator().manual_seed(0)
+    for k, task in enumerate(doc["tasks"]):
+        noise = torch.randint(0, 256, (settings.num_generated, 1, 32, 32), generator=g, dtype=torch.uint8)
+        floor, bad = task["metrics"], evaluator.score_images(k, noise)
+        assert floor["fid"] * 5 < bad["fid"]
+        assert floor["kld"] < 0.1 and bad["kld"] > 1.0
+        assert floor["ard"] < 0.1 and bad["ard"] > 0.5
+        assert floor["evaluation_classifier_version"] == bad["evaluation_classifier_version"]
+
+
+def _fake_imagenet_weights(path):
+    """A torchvision resnet18 state dict standing in for the ImageNet file (no download in tests)."""
+    from torchvision.models import resnet18
+    torch.manual_seed(0)
+    torch.save(resnet18(weights=None).state_dict(), path)
+    return path
+
+
+def test_paper_profile_without_imagenet_weights_stops_before_training_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # an empty hub: nothing cached
+    out = tmp_path / "runs"
+    code = main(["run", "--strategy", "naive", "--stream", "digits-5", "--profile", "paper", "--device", "cpu",
+                 "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert "--classifier-weights" in err[0] and "resnet18-f37072fd.pth" in err[0]
+    assert not out.exists()
+
+
+def test_study_classifier_trains_from_given_imagenet_weights_and_names_them(tmp_path):
+    weights = _fake_imagenet_weights(tmp_path / "resnet18.pth")
+    spec = load_registry().stream("digits-5")
+    stream = spec.build(None, 0, None)
+    settings = EvalSettings(**{**evaluation_settings(get_profile("paper"), spec), "classifier_epochs": 1,
+                               "classifier_weights": str(weights)})
+    model, info = train_evaluation_classifier(stream, settings, tmp_path / "cache", torch.device("cpu"),
+                                              progress=False)
+    assert info["arch"] == "resnet18-imagenet" and info["recipe"]["lr"] == 5e-4
+    assert info["recipe"]["batch_size"] == 64 and info["best_epoch"] == 1
+    assert "-w" in info["version"]  # the weights file's hash is part of the classifier's identity
+    # Loaded from the cache the second time: the same network, not a second training.
+    again, info2 = train_evaluation_classifier(stream, settings, tmp_path / "cache", torch.device("cpu"),
+                                               progress=False)
+    assert info2 == info
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_weights_file_that_is_not_a_resnet18_is_a_clean_error(tmp_path):
+    from cldiff_bench.errors import UserError
+    from cldiff_bench.evaluation.networks import imagenet_resnet18_weights
+    bad = tmp_path / "x.pth"
+    torch.save({"weight": torch.zeros(2)}, bad)
+    with pytest.raises(UserError, match="not a torchvision resnet18"):
+        imagenet_resnet18_weights(str(bad))
+    with pytest.raises(UserError, match="no such file"):
+        imagenet_resnet18_weights(str(tmp_path / "missing.pth"))
