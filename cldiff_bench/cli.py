@@ -316,6 +316,9 @@ def cmd_list(args, registry) -> int:
                      cfg.layers_per_block, ",".join(str(32 >> a) + "px" for a in cfg.attention_levels) + "+mid",
                      f"{count_parameters(UNet(cfg)) / 1e6:.2f}M", e.source])
     print(tabulate(rows, headers=["name", "in ch", "channels", "res/level", "attention", "parameters", "from"]))
+    print("\nFID feature extractors")
+    print(tabulate([[n, e.obj.description, e.source] for n, e in sorted(registry.entries("extractor").items())],
+                   headers=["name", "description", "from"]))
     print("\nProfiles")
     print(tabulate([[p.name, p.description] for p in PROFILES.values()], headers=["name", "budget"]))
     if registry.load_errors:

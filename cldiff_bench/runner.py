@@ -107,6 +107,7 @@ class Run:
         if cfg.checkpoint_every < 0:
             raise UserError(f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
         self.cfg = cfg
+        self.registry = registry
         self.spec = registry.stream(cfg.stream)
         self.strategy_cls = registry.strategy(cfg.strategy)
         profile = get_profile(cfg.profile)
@@ -331,7 +332,7 @@ class Run:
         except TypeError as exc:
             raise UserError(f"bad evaluation setting: {exc}") from exc
         evaluator = Evaluator(self.stream, settings, self.cache_dir, self.device, self.cfg.seed, self.meter,
-                              progress=self.cfg.progress)
+                              progress=self.cfg.progress, extractors=self.registry.extractors())
         evaluator.preflight()  # before any training: a missing weights file must not cost a task's work
         return evaluator
 

