@@ -98,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     rel.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N iterations in a task")
     rel.add_argument("--force", action="store_true", help="overwrite a run directory of another configuration")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (the log lines stay)")
+    run.add_argument("--log", choices=["csv", "tensorboard"], default="csv",
+                     help="per-iteration losses: losses.csv in the run directory (always), and with tensorboard "
+                          "also TensorBoard events in its tensorboard/ folder")
 
     ev2 = sub.add_parser("evaluate", help="score a finished run again from its per-task models")
     ev2.add_argument("run_dir", type=Path, help="a run directory (holding result.json and models/)")
@@ -206,7 +209,7 @@ def cmd_run(args, registry) -> int:
                         evaluation=evaluation,
                         evaluate=not args.no_eval,
                         checkpoint_every=args.checkpoint_every, resume=args.resume, force=args.force,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, tensorboard=args.log == "tensorboard")
         path = run(cfg, registry)
         print(path)
     return 0

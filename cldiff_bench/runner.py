@@ -28,12 +28,14 @@ from .diffusion.unet import count_parameters, model_config
 from .errors import Interrupted, UserError
 from .io import atomic_torch_save, atomic_write_json, check_writable_dir, load_tensors, read_json
 from .paths import cache_dir as default_cache_dir
+from .grids import save_grid
+from .losslog import LOSS_LOG_NAME, TENSORBOARD_DIR, LossLog
 from .model_source import fingerprint, weights_for
 from .profiles import evaluation_settings, get_profile, resolve_budget
 from .registry import Registry
 from .results import build_result, metric_matrix, result_path
 from .strategy import Batch
-from .streams.base import to_model_range
+from .streams.base import to_model_range, to_uint8
 from .streams.datasets import resolve_data_root
 
 GRAD_CLIP = 1.0
@@ -72,6 +74,7 @@ class RunConfig:
     resume: bool = False
     force: bool = False
     progress: bool = True
+    tensorboard: bool = False            # also log the losses as TensorBoard events (losses.csv is always written)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -185,7 +188,7 @@ class Run:
         return False
 
     def _clear_run_dir(self) -> None:
-        for name in (CHECKPOINT_NAME, "result.json", "samples", "models"):
+        for name in (CHECKPOINT_NAME, "result.json", "samples", "models", LOSS_LOG_NAME, TENSORBOARD_DIR):
             path = self.run_dir / name
             if path.is_dir():
                 shutil.rmtree(path)
@@ -220,6 +223,15 @@ class Run:
             position = {"task": 0, "iteration": 0, "optimizer": None}
             self.records: list[dict] = []
             self.previous_model_state = None
+        self.loss_log = LossLog(self.run_dir, tensorboard=cfg.tensorboard)
+        self.loss_log.open(position["task"], position["iteration"])
+        try:
+            return self._run_tasks(position, resolved, stream, started, say)
+        finally:
+            self.loss_log.close()
+
+    def _run_tasks(self, position: dict, resolved: dict, stream, started: float, say) -> Path:
+        cfg = self.cfg
         say(f"{cfg.strategy} on {cfg.stream} ({cfg.profile}), seed {cfg.seed}: {stream.num_tasks} tasks, "
             f"classes {[t.classes for t in stream.tasks]}, model {self.budget['model']} "
             f"({count_parameters(self.core.model) / 1e6:.2f}M parameters), device {device_name(self.device)}")
@@ -305,12 +317,14 @@ class Run:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
                     optimizer.step()
                 values = terms.as_floats()
+                self.loss_log.write(k, it, values)
                 for name, v in values.items():
                     sums[name] = sums.get(name, 0.0) + v
                 if it % 20 == 0:
                     bar.set_postfix(loss=f"{values['loss']:.4f}")
                 periodic = self.cfg.checkpoint_every and (it + 1) % self.cfg.checkpoint_every == 0
                 if (periodic or stop.requested) and it + 1 < total:
+                    self.loss_log.flush()
                     self._checkpoint({"task": k, "iteration": it + 1, "loss_sums": dict(sums),
                                       "cost_at_task_start": self._cost_at_task_start},
                                      optimizer=optimizer.state_dict())
@@ -321,6 +335,7 @@ class Run:
             stop.restore()
             bar.close()
         self.strategy.end_task(k)
+        self.loss_log.flush()
         return {"iterations": total, "epochs": total / per_epoch, "images": len(data), "batch_size": batch_size,
                 "mean_losses": {n: v / total for n, v in sums.items()}}
 
@@ -349,18 +364,17 @@ class Run:
         return self.evaluator.after_task(k, self._generator_for(student), previous, self.strategy.solver_mode)
 
     def _save_grid(self, k: int, student) -> str:
-        from torchvision.utils import save_image
         n = self.budget["grid_samples"]
         with self.meter.phase("evaluation"):
             # The same seeds after every task, so the grids show how the same samples change over the stream.
-            images = self.core.generate(student, derive_seeds(n, self.cfg.seed, PURPOSE_GRID),
-                                        self.eval_overrides["fid_steps"])
+            images = to_uint8(self.core.generate(student, derive_seeds(n, self.cfg.seed, PURPOSE_GRID),
+                                                 self.eval_overrides["fid_steps"])).cpu()
+            captions = None
+            if self.evaluator is not None:
+                labels = self.evaluator.label(images)
+                captions = [self.stream.class_names[c] for c in labels]
         rel = f"samples/task{k}.png"
-        path = self.run_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.png")
-        save_image((images + 1) / 2, tmp, nrow=int(math.ceil(math.sqrt(n))), padding=1)
-        tmp.replace(path)
+        save_grid(images, self.run_dir / rel, captions)
         return rel
 
     # --- checkpoints ---------------------------------------------------------------------------------------------

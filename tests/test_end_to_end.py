@@ -43,6 +43,9 @@ def test_tiny_naive_run_writes_result_and_grids(tmp_path, capsys):
     for task in result["tasks"]:
         grid = run_dir / task["sample_grid"]
         assert grid.is_file() and grid.stat().st_size > 100
+        from PIL import Image
+        with Image.open(grid) as image:  # 16 tiles of 3 x 32 px in a 4 x 4 grid, each with a caption strip
+            assert image.width >= 4 * 96 and image.height >= 4 * (96 + 12)
         counts = task["cost"]["counts"]
         # naive: one student forward and backward per real image, nothing else during training
         images, iterations = task["train"]["images"], task["train"]["iterations"]
@@ -127,3 +130,9 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
         assert not (run_dir / "result.json").exists()
     assert main([*GD_ARGS, "--out", str(out), "--resume"]) == 0
     assert strip_timing(load(run_dir / "result.json")) == expected
+    # The loss log holds every iteration once, as the uninterrupted run's does: the killed runs' tails are dropped.
+    reference_log = (reference / "digits-5/tiny/gd/seed0/losses.csv").read_text()
+    assert (run_dir / "losses.csv").read_text() == reference_log
+    rows = reference_log.splitlines()
+    assert rows[0] == "task,iteration,loss,data_loss,replay_loss"
+    assert len(rows) - 1 == sum(t["train"]["iterations"] for t in expected["tasks"])

@@ -196,6 +196,10 @@ class Evaluator:
                                "key": key_json}, path)
         return stats, sha256_of_arrays(stats["mu"], stats["sigma"]), len(real)
 
+    def label(self, images_u8: torch.Tensor) -> list[int]:
+        """The evaluation classifier's class for each uint8 image (what KLD and ARD count)."""
+        return predict_logits(self.classifier(), images_u8, self.settings.batch_size, self.device).argmax(1).tolist()
+
     # -- the per-task evaluation ---------------------------------------------------------------------------------
 
     def after_task(self, k: int, generate: Callable[[list[int]], torch.Tensor],
