@@ -2,7 +2,8 @@
 
     python benchmarks/perf.py [--quick] [--device cpu|cuda] [--stream fmnist|cifar10|both] [--json OUT.json]
 
-Figures, each timed for the reference, ours with bf16 where the hardware has it natively, and ours in float32, taking turns:
+Figures, each timed for the reference, ours with bf16 where the hardware has it natively, and ours in float32,
+taking turns:
   train      one training step (forward, MSE eps loss, backward, grad-norm clip, Adam step)
   generate   teacher replay generation (DDIM, no grad), also at 4x the batch: what --replay-ahead 4 would get
   iteration  one full naive / gr / gd training iteration from task 2 on (the registered strategies)

@@ -37,6 +37,18 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _add_scoring_arguments(parser: argparse.ArgumentParser, num_generated_help: str) -> None:
+    """What the commands that score without training share: where data and caches are, and the evaluation."""
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--extractor", default=None, help="FID features (see `cldiff-bench list`)")
+    parser.add_argument("--num-generated", type=int, default=None, help=num_generated_help)
+    parser.add_argument("--inception-weights", default=None)
+    parser.add_argument("--classifier-weights", default=None, metavar="FILE")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="cldiff-bench", description="Continual learning of diffusion models: "
                                      "train strategies on class-incremental streams and compare them.")
@@ -88,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--learning-rate", type=_finite, default=None, help="Adam's learning rate")
     ev = run.add_argument_group("evaluation")
     ev.add_argument("--no-eval", action="store_true", help="skip the metrics (sample grids are still written)")
-    ev.add_argument("--extractor", default=None, help="FID features: classifier, inception or inception-offline")
+    ev.add_argument("--extractor", default=None,
+                    help="FID features: classifier, inception, inception-offline, or a plugin's (see `list`)")
     ev.add_argument("--num-generated", type=int, default=None, help="generated samples for FID and KLD")
     ev.add_argument("--inception-weights", default=None, help="local weights file for the inception extractor")
     ev.add_argument("--classifier-weights", default=None, metavar="FILE",
@@ -105,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev2 = sub.add_parser("evaluate", help="score a finished run again from its per-task models")
     ev2.add_argument("run_dir", type=Path, help="a run directory (holding result.json and models/)")
-    ev2.add_argument("--extractor", default=None, help="FID features: classifier, inception or inception-offline")
+    ev2.add_argument("--extractor", default=None,
+                     help="FID features: classifier, inception, inception-offline, or a plugin's (see `list`)")
     ev2.add_argument("--num-generated", type=int, default=None)
     ev2.add_argument("--inception-weights", default=None)
     ev2.add_argument("--output", type=Path, default=None, help="result file to write (default: beside the run's)")
@@ -142,14 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     # One seed: after the last task every class is seen and the floor no longer depends on the class order.
     orc.add_argument("--seed", type=int, default=0, help="class order of this seed (default 0)")
     orc.add_argument("--out", type=Path, default=Path("runs"), help="output root (default ./runs)")
-    orc.add_argument("--data-root", default=None)
-    orc.add_argument("--cache-dir", default=None)
-    orc.add_argument("--device", default="auto")
-    orc.add_argument("--extractor", default=None, help="FID features: classifier, inception or inception-offline")
-    orc.add_argument("--num-generated", type=int, default=None, help="held-out images scored per task")
-    orc.add_argument("--inception-weights", default=None)
-    orc.add_argument("--classifier-weights", default=None, metavar="FILE")
-    orc.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_scoring_arguments(orc, "held-out images scored per task")
 
     sc = sub.add_parser("score", help="score one model's samples (FID, KLD, ARD) against the classes seen after a "
                                       "task: a run's models/taskK.pt, an imported model or a diffusers folder")
@@ -160,14 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--profile", default="small", help="whose evaluation settings to use (default small)")
     sc.add_argument("--model-preset", default=None, help="the preset of a bare state dict (default: the profile's)")
     sc.add_argument("--output", type=Path, default=None, help="also write the scores to this JSON file")
-    sc.add_argument("--data-root", default=None)
-    sc.add_argument("--cache-dir", default=None)
-    sc.add_argument("--device", default="auto")
-    sc.add_argument("--extractor", default=None, help="FID features: classifier, inception or inception-offline")
-    sc.add_argument("--num-generated", type=int, default=None)
-    sc.add_argument("--inception-weights", default=None)
-    sc.add_argument("--classifier-weights", default=None, metavar="FILE")
-    sc.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_scoring_arguments(sc, "samples drawn and scored")
 
     imp = sub.add_parser("import-unet", help="convert a diffusers UNet2DModel folder (e.g. trained by the study's "
                                              "code) into a model file for `run --init-model` and `score`")
