@@ -122,7 +122,7 @@ def score_model(model_path: str, stream_name: str, task: int, profile_name: str,
     from .evaluation.solver import generate_images
     seeds = derive_seeds(settings.num_generated, seed, task, PURPOSE_SCORE)
     images = generate_images(lambda chunk: core.generate(frozen, list(chunk), settings.fid_steps), seeds,
-                             settings.batch_size, stream.image_shape, None, progress, "samples")
+                             settings.batch_size, stream.image_shape, progress, "samples")
     return {"model": fingerprint(model_path), "stream": stream_name, "task": task, "seed": seed,
             "profile": profile_name, "unet": config.to_dict(), "metrics": evaluator.score_images(task, images),
             "evaluation": evaluator.describe()}

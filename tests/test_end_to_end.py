@@ -51,6 +51,10 @@ def test_tiny_naive_run_writes_result_and_grids(tmp_path, capsys):
         images, iterations = task["train"]["images"], task["train"]["iterations"]
         assert counts["student_forward"] == counts["student_backward"] == images * 2  # 2 epochs
         assert counts["teacher_forward"] == 0 and counts["images_generated"] == 0
+        # Each evaluation image once: the metric samples, the solver's replay, the grid.
+        metrics = task["metrics"]
+        assert counts["evaluation_images_generated"] == (metrics["num_generated"] + 16
+                                                         + metrics.get("solver_replay_images", 0))
         assert task["cost"]["seconds"]["train"] > 0 and task["cost"]["seconds"]["evaluation"] > 0
     assert result["cost"]["counts"]["student_forward"] == sum(t["cost"]["counts"]["student_forward"]
                                                               for t in result["tasks"])

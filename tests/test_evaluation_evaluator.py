@@ -108,8 +108,9 @@ def test_after_task_reports_every_metric(stream, first_run):
     # The "model" produces the seen classes evenly and the classifier recognises the colours.
     assert results[0]["ard"] < 0.15 and results[1]["ard"] < 0.15
     assert results[1]["solver_replay_images"] == 80
-    # Evaluation work is counted as such: 48 FID samples per task + 80 replay images at task 1.
-    assert meter.counts["evaluation_images_generated"] == 48 * 2 + 80
+    # Images are counted where they are drawn (the core's generate), so these stand-in generators count none:
+    # the evaluator adds no second count (tests/test_end_to_end.py checks a real run's exact total).
+    assert meter.counts["evaluation_images_generated"] == 0
     assert meter.counts["images_generated"] == 0
     assert meter.seconds["evaluation"] > 0
     # Cached pieces exist, and the classifier info is in describe().

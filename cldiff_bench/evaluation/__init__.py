@@ -225,7 +225,7 @@ class Evaluator:
     def _generative_metrics(self, k: int, generate) -> dict:
         s = self.settings
         seeds = derive_seeds(s.num_generated, self.seed, k, _PURPOSE_FID_SAMPLES)
-        fake = generate_images(generate, seeds, s.batch_size, self.stream.image_shape, self.meter, self.progress,
+        fake = generate_images(generate, seeds, s.batch_size, self.stream.image_shape, self.progress,
                                f"FID samples task {k}")
         return self.score_images(k, fake)
 

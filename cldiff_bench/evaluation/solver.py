@@ -98,7 +98,7 @@ class Solver:
                     # One replay image per real image, generated for the whole epoch up front (each used once).
                     seeds = derive_seeds(n, self.seed, k, _PURPOSE_REPLAY, epoch)
                     replay_u8 = generate_images(generate_previous, seeds, int(s.batch_size), stream.image_shape,
-                                                meter, progress, f"solver replay task {k}")
+                                                progress, f"solver replay task {k}")
                     teacher_logits = predict_logits(teacher, replay_u8, int(s.batch_size), self.device)
                 self.model.train()
                 for start in range(0, n, bs):
@@ -136,8 +136,10 @@ class Solver:
 
 
 def generate_images(generate: Callable[[list[int]], torch.Tensor], seeds: list[int], batch_size: int,
-                    image_shape, meter=None, progress: bool = False, desc: str = "generating") -> torch.Tensor:
-    """Call `generate` on `seeds` in batches; returns uint8 images on the CPU (rounded, as `to_uint8`)."""
+                    image_shape, progress: bool = False, desc: str = "generating") -> torch.Tensor:
+    """Call `generate` on `seeds` in batches; returns uint8 images on the CPU (rounded, as `to_uint8`).
+
+    Images are counted where they are drawn (the core's `generate`), not here, so each is counted once."""
     out = []
     for start in tqdm(range(0, len(seeds), batch_size), desc=desc, unit="batch", disable=not progress,
                       leave=False):
@@ -147,6 +149,4 @@ def generate_images(generate: Callable[[list[int]], torch.Tensor], seeds: list[i
         if tuple(x.shape) != (len(chunk), *image_shape):
             raise ValueError(f"generate returned shape {tuple(x.shape)}, expected {(len(chunk), *image_shape)}")
         out.append(to_uint8(x.detach()).cpu())
-        if meter is not None:
-            meter.add_generated(len(chunk))
     return torch.cat(out) if out else torch.empty((0, *image_shape), dtype=torch.uint8)
