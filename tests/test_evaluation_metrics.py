@@ -140,3 +140,23 @@ def test_kd_loss_directions_on_hand_made_logits():
     assert tt.grad is None and ss.grad.abs().max().item() > 1e-3
     with pytest.raises(UserError):
         kd_loss(student, teacher, t, "backwards")
+
+
+def test_feature_pass_runs_without_tf32_and_restores_the_setting(classifier_extractor):
+    """TF32 (cuDNN's default on recent GPUs) would shift FID; the feature pass turns it off, and back after."""
+    from cldiff_bench.evaluation.features import full_float32
+    ext, _ = classifier_extractor
+    seen = []
+    handle = ext.model.body.register_forward_hook(
+        lambda *args: seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)))
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        extract_features(ext, smooth_images(8, 5), 4, torch.device("cpu"))
+        assert seen and all(flags == (False, False) for flags in seen)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+        with full_float32():
+            assert not torch.backends.cudnn.allow_tf32
+    finally:
+        handle.remove()
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -12,6 +12,7 @@ built-in ones register from `cldiff_bench.builtin_plugin` and are implemented he
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -272,13 +273,26 @@ def extract_features(extractor: FeatureExtractorBase, images_u8: torch.Tensor, b
                      device: torch.device, progress: bool = False, desc: str = "features") -> dict[str, torch.Tensor]:
     """All features the extractor provides, for uint8 images (1 or 3 channels), on the CPU."""
     out: dict[str, list[torch.Tensor]] = {name: [] for name in extractor.get_requested_features_list()}
-    for start in tqdm(range(0, len(images_u8), batch_size), desc=desc, unit="batch", disable=not progress,
-                      leave=False):
-        batch = to_rgb_uint8(images_u8[start:start + batch_size]).to(device, non_blocking=True)
-        feats = extractor.convert_features_tuple_to_dict(extractor(batch))
-        for name, value in feats.items():
-            out[name].append(value.detach().cpu())
+    with full_float32():
+        for start in tqdm(range(0, len(images_u8), batch_size), desc=desc, unit="batch", disable=not progress,
+                          leave=False):
+            batch = to_rgb_uint8(images_u8[start:start + batch_size]).to(device, non_blocking=True)
+            feats = extractor.convert_features_tuple_to_dict(extractor(batch))
+            for name, value in feats.items():
+                out[name].append(value.detach().cpu())
     return {name: torch.cat(values) for name, values in out.items()}
+
+
+@contextlib.contextmanager
+def full_float32():
+    """No TF32 in the feature pass: cuDNN's default TF32 convolutions (10-bit mantissas) would shift FID on GPUs
+    with it against the float32 number every other machine computes."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def file_sha256(path: pathlib.Path) -> str:
