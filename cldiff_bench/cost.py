@@ -30,6 +30,27 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def _reset_rss_high_water_mark() -> bool:
+    """Linux can restart the process's peak-RSS count (VmHWM) from its current size; elsewhere there is no way."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_high_water_mark() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 class CostMeter:
     """Counts NFEs through forward hooks on the networks it watches, and wall time by phase."""
 
@@ -38,6 +59,9 @@ class CostMeter:
         self.counts: Counter = Counter()
         self.seconds: Counter = Counter()
         self._active: list[str] = []
+        # Peak memory of each phase since the last reset_peak_memory (a phase nested in another is its own).
+        self._phase_peaks: dict[str, dict[str, int]] = {}
+        self._rss_resettable = _reset_rss_high_water_mark()
 
     def watch(self, module: nn.Module, role: str):
         """Count every forward of `module` as `role`_forward (and, for the student under autograd, a backward)."""
@@ -66,6 +90,8 @@ class CostMeter:
         if name not in PHASES:
             raise ValueError(name)
         synchronize(self.device)
+        if self._active:
+            self._close_peak(self._active[-1])
         start = time.perf_counter()
         self._active.append(name)
         try:
@@ -73,19 +99,40 @@ class CostMeter:
         finally:
             synchronize(self.device)
             elapsed = time.perf_counter() - start
+            self._close_peak(name)
             self._active.pop()
             self.seconds[name] += elapsed
             if self._active:
                 self.seconds[self._active[-1]] -= elapsed
 
-    def reset_peak_memory(self) -> None:
+    def _close_peak(self, phase: str) -> None:
+        """Charge the memory peak since the last boundary to `phase`, then restart the peak counters."""
+        peaks = self._phase_peaks.setdefault(phase, {})
+        if self._rss_resettable:
+            rss = _rss_high_water_mark()
+            if rss is not None:
+                peaks["rss_bytes"] = max(peaks.get("rss_bytes", 0), rss)
+            _reset_rss_high_water_mark()
         if self.device.type == "cuda":
+            peaks["gpu_allocated_bytes"] = max(peaks.get("gpu_allocated_bytes", 0),
+                                               int(torch.cuda.max_memory_allocated(self.device)))
             torch.cuda.reset_peak_memory_stats(self.device)
 
-    def peak_memory(self) -> dict:
-        out = {"peak_rss_bytes": peak_rss_bytes()}
+    def reset_peak_memory(self) -> None:
+        self._phase_peaks = {}
         if self.device.type == "cuda":
-            out["peak_gpu_allocated_bytes"] = int(torch.cuda.max_memory_allocated(self.device))
+            torch.cuda.reset_peak_memory_stats(self.device)
+        if self._rss_resettable:
+            _reset_rss_high_water_mark()
+
+    def peak_memory(self) -> dict:
+        """The process's peak RSS, and each phase's own peak since the last reset: RSS where the OS lets the peak
+        be restarted (Linux), GPU memory allocated by tensors on a GPU."""
+        out = {"peak_rss_bytes": peak_rss_bytes(),
+               "peak_memory_by_phase": {p: dict(v) for p, v in self._phase_peaks.items() if v}}
+        if self.device.type == "cuda":
+            by_phase = [v.get("gpu_allocated_bytes", 0) for v in self._phase_peaks.values()]
+            out["peak_gpu_allocated_bytes"] = max(by_phase + [int(torch.cuda.max_memory_allocated(self.device))])
         return out
 
     def snapshot(self) -> dict:
