@@ -11,8 +11,8 @@ from cldiff_bench.diffusion.seeding import derive_seeds
 from cldiff_bench.diffusion.unet import model_config
 from cldiff_bench.profiles import STUDY_LEARNING_RATE
 from cldiff_bench.registry import load_registry
-from cldiff_bench.runner import GRAD_CLIP
 from cldiff_bench.strategy import PURPOSE_REPLAY_SAMPLES, Batch
+from cldiff_bench.training import GRAD_CLIP
 
 STREAMS = {"fmnist": ("fmnist-5", "paper-fmnist", (1, 32, 32)),
            "cifar10": ("cifar10-5", "paper-cifar10", (3, 32, 32))}
@@ -49,7 +49,7 @@ class Ours:
         return self._strategies[name]
 
     def iteration(self, name: str, x0: torch.Tensor) -> float:
-        """One training iteration as Run._train_task performs it."""
+        """One training iteration as training.train_task performs it."""
         strategy = self.strategy(name)
         batch = Batch(x0=x0, labels=torch.zeros(len(x0), dtype=torch.long), task=strategy.task,
                       iteration=next(self._calls), seed=0)

@@ -26,11 +26,13 @@ from .paths import cache_dir as default_cache_dir
 from .profiles import evaluation_settings, get_profile
 from .registry import Registry
 from .results import SCHEMA_VERSION, git_revision, metric_matrix, package_versions, result_path
-from .runner import PURPOSE_SCORE, config_hash, recorded_evaluation, resolve_device
+from .rundir import config_hash
+from .settings import recorded_evaluation, resolve_device
 from .streams.datasets import resolve_data_root
 
 ORACLE_STRATEGY = "real-data"
 _PURPOSE_ORACLE_SUBSET = 0xE301
+PURPOSE_SCORE = 13  # distinct from a run's own purposes (training.py, context.py)
 
 
 def oracle_images(held, seen: list[int], n: int, seed: int, k: int) -> torch.Tensor:

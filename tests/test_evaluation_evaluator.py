@@ -225,19 +225,19 @@ def test_after_task_with_offline_inception(stream, first_run):
 def test_runs_of_every_seed_share_one_evaluation_classifier(tmp_path):
     """The classifier trains on the data set's images in a canonical order (by class), so its features (FID) and
     labels (KLD) are the same for every seed's class order, and metrics can be averaged over seeds."""
+    from cldiff_bench.context import RunContext
     from cldiff_bench.evaluation.classifier import canonical_train_set, holdout_split
     from cldiff_bench.registry import load_registry
-    from cldiff_bench.runner import Run, RunConfig
+    from cldiff_bench.settings import RunConfig, resolve_settings
 
     registry = load_registry()
-    spec = registry.stream("digits-5")
     versions, streams = {}, {}
     for seed in (0, 1, 2):
-        run = Run(RunConfig(strategy="naive", stream="digits-5", profile="tiny", seed=seed, out=tmp_path,
-                            cache_dir=str(tmp_path / "cache")), registry)
-        run.stream = streams[seed] = spec.build(run.data_root, seed, run.cache_dir)
-        run.meter = None
-        versions[seed] = run._make_evaluator().describe()["evaluation_classifier"]["version"]
+        context = RunContext.build(resolve_settings(RunConfig(strategy="naive", stream="digits-5", profile="tiny",
+                                                              seed=seed, out=tmp_path,
+                                                              cache_dir=str(tmp_path / "cache")), registry))
+        streams[seed] = context.stream
+        versions[seed] = context.evaluator.describe()["evaluation_classifier"]["version"]
     assert len(set(versions.values())) == 1
     assert streams[1].class_order != streams[0].class_order
     assert torch.equal(canonical_train_set(streams[1]).images, canonical_train_set(streams[0]).images)

@@ -55,10 +55,11 @@ def test_epochs_on_the_command_line_replace_the_profiles_fixed_iteration_count(t
 
 
 def _resolved(profile: str, stream: str = "cifar10-5", **overrides):
-    """The configuration a run of `profile` records, without data: Run resolves everything but the stream."""
-    from cldiff_bench.runner import Run, RunConfig, recorded_evaluation
-    run = Run(RunConfig(strategy="gd", stream=stream, profile=profile, device="cpu", **overrides), load_registry())
-    return run, recorded_evaluation(run.eval_overrides)
+    """The configuration a run of `profile` records, without data: the settings resolve everything but the stream."""
+    from cldiff_bench.settings import RunConfig, resolve_settings
+    settings = resolve_settings(RunConfig(strategy="gd", stream=stream, profile=profile, device="cpu", **overrides),
+                                load_registry())
+    return settings, settings.recorded_evaluation()
 
 
 def test_paper_profile_is_the_studys_evaluation_in_float32_with_its_seeds_and_cifar_flips():
@@ -84,21 +85,23 @@ def test_precision_comes_from_the_profile_not_the_machine_and_bf16_is_an_opt_in(
 
 def test_cifar_flips_reach_the_training_batches(tmp_path):
     """With the study's flips on, a batch is the un-flipped batch with a keyed subset of its images mirrored."""
-    from cldiff_bench.runner import Run, RunConfig
+    from dataclasses import replace
+
+    from cldiff_bench.runner import Run
+    from cldiff_bench.settings import RunConfig, resolve_settings
     first_batches = []
     for flip in (True, False):
-        run = Run(RunConfig(strategy="naive", stream="digits-5", profile="tiny", device="cpu", iterations=1,
-                            out=tmp_path / str(flip), evaluate=False, progress=False), load_registry())
-        run.hflip = flip
+        settings = resolve_settings(RunConfig(strategy="naive", stream="digits-5", profile="tiny", device="cpu",
+                                              iterations=1, out=tmp_path / str(flip), evaluate=False,
+                                              progress=False), load_registry())
         seen = []
 
-        class Recording(run.strategy_cls):
+        class Recording(settings.strategy_cls):
             def batch_loss(self, batch):
                 seen.append(batch.x0.clone())
                 return super().batch_loss(batch)
 
-        run.strategy_cls = Recording
-        run.execute()
+        Run(replace(settings, hflip=flip, strategy_cls=Recording)).execute()
         first_batches.append(seen[0])
     flipped, plain = first_batches
     mirrored = [torch.equal(f, p.flip(-1)) and not torch.equal(f, p) for f, p in zip(flipped, plain)]

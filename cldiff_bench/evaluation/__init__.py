@@ -124,6 +124,9 @@ class Evaluator:
         self.solver = Solver(stream.num_classes, self.seed, self.device, settings, stream.image_shape[0]) \
             if settings.compute_accuracy else None
         self.history: list[dict] = []
+        # The model after the previous task, which a "replay" solver replays from; evaluator state (checkpointed)
+        # so a resumed run replays from the same model.
+        self.previous_model: dict[str, torch.Tensor] | None = None
         self._classifier = None
         self._classifier_info: dict | None = None
         self._extractor = None
@@ -222,6 +225,19 @@ class Evaluator:
         self.history.append(result)
         return result
 
+    def after_task_with_model(self, k: int, generate: Callable[[list[int]], torch.Tensor], model_state: dict,
+                              solver_mode: str,
+                              sampler_of: Callable[[dict], Callable[[list[int]], torch.Tensor]]) -> dict:
+        """`after_task` for a run that passes the model after each task (`model_state`, which `generate`
+        samples): a "replay" solver replays from the model passed with task k - 1, sampled by `sampler_of(state)`."""
+        previous = None
+        if solver_mode == "replay" and self.previous_model is not None:
+            previous = sampler_of(self.previous_model)
+        result = self.after_task(k, generate, previous, solver_mode)
+        if solver_mode == "replay":
+            self.previous_model = {n: v.detach().cpu().clone() for n, v in model_state.items()}
+        return result
+
     def _generative_metrics(self, k: int, generate) -> dict:
         s = self.settings
         seeds = derive_seeds(s.num_generated, self.seed, k, _PURPOSE_FID_SAMPLES)
@@ -252,7 +268,8 @@ class Evaluator:
 
     def state_dict(self) -> dict:
         return {"solver": self.solver.state_dict() if self.solver is not None else None,
-                "history": json.loads(json.dumps(self.history)), "seed": self.seed}
+                "history": json.loads(json.dumps(self.history)), "seed": self.seed,
+                "previous_model": self.previous_model}
 
     def load_state_dict(self, state: dict) -> None:
         if int(state["seed"]) != self.seed:
@@ -260,6 +277,7 @@ class Evaluator:
         if self.solver is not None and state.get("solver") is not None:
             self.solver.load_state_dict(state["solver"])
         self.history = list(state.get("history", []))
+        self.previous_model = state.get("previous_model")
 
     def describe(self) -> dict:
         s = self.settings

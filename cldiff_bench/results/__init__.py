@@ -66,8 +66,10 @@ def metric_matrix(records: list[dict]) -> dict[str, list]:
     return metrics
 
 
-def build_result(run, resolved: dict, stream, wall_seconds: float) -> dict:
-    records = run.records
+def build_result(records: list[dict], config: dict, config_digest: str, stream, device,
+                 evaluation: dict | None, wall_seconds: float) -> dict:
+    """The result document of a run: its task records, resolved configuration and its hash, the stream, the
+    device, the evaluator's description (None when not evaluated) and the wall time."""
     metrics = metric_matrix(records)
     totals = {"counts": {c: sum(r["cost"]["counts"][c] for r in records) for c in COUNTERS},
               "seconds": {p: sum(r["cost"]["seconds"][p] for r in records) for p in PHASES}}
@@ -75,12 +77,12 @@ def build_result(run, resolved: dict, stream, wall_seconds: float) -> dict:
         "schema_version": SCHEMA_VERSION,
         "suite": {"name": "cldiff-bench", "version": __version__, "git": git_revision()},
         "packages": package_versions(),
-        "device": device_name(run.device),
+        "device": device_name(device),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": resolved,
-        "config_hash": run.config_digest,
+        "config": config,
+        "config_hash": config_digest,
         "stream": stream.describe(),
-        "evaluation": run.evaluator.describe() if run.evaluator is not None else None,
+        "evaluation": evaluation,
         "tasks": records,
         "metrics": metrics,
         "cost": totals,
