@@ -21,7 +21,7 @@ from .diffusion.seeding import generator
 from .errors import UserError
 from .evaluation import EvalSettings, Evaluator
 from .evaluation.classifier import holdout_split
-from .io import atomic_write_json
+from .io import atomic_write_json, check_writable_dir
 from .paths import cache_dir as default_cache_dir
 from .profiles import evaluation_settings, get_profile
 from .registry import Registry
@@ -50,7 +50,8 @@ def run_oracle(stream_name: str, profile_name: str, registry: Registry, out: Pat
     spec = registry.stream(stream_name)
     profile = get_profile(profile_name)
     device_ = resolve_device(device)
-    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache = check_writable_dir(Path(cache_dir) if cache_dir else default_cache_dir(), "the cache directory")
+    check_writable_dir(out, "--out")
     if data_root is not None and not Path(data_root).expanduser().is_dir():
         raise UserError(f"--data-root {data_root} does not exist")
     overrides = {**evaluation_settings(profile, spec), **(evaluation or {})}

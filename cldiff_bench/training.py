@@ -56,7 +56,7 @@ def train_task(context: RunContext, k: int, start: int, optimizer_state: dict | 
             if settings.hflip:
                 flip = torch.rand(len(idx), generator=generator(seed, k, it, PURPOSE_FLIP)) < 0.5
                 x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-            batch = Batch(x0=x0.to(settings.device), labels=data.labels[idx],
+            batch = Batch(x0=x0.to(settings.device), labels=data.labels[idx].to(settings.device),
                           task=k, iteration=it, seed=seed, iterations=total)
             with meter.phase("train"):
                 with context.core.autocast():
