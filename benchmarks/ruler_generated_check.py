@@ -74,7 +74,7 @@ def main() -> None:
     report = {"stream": args.stream, "classifier": info["version"], "test_accuracy": info["test_accuracy"],
               "task0_classes": [names[c] for c in stream.tasks[0].classes], "model": args.model,
               "iterations": args.iterations, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-              "steps": args.steps, "final_loss": float(loss), "train_seconds": round(trained, 1),
+              "steps": args.steps, "final_loss": loss.item(), "train_seconds": round(trained, 1),
               "labels": {names[c]: n for c, n in enumerate(counts) if n}, "share_in_task0_classes": inside}
     print(json.dumps(report, indent=2))
     if args.grid:
