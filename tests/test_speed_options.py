@@ -51,6 +51,7 @@ def test_unknown_channels_last_mode_is_refused_with_the_choices():
         SpeedOptions(channels_last="nhwc")
 
 
+@pytest.mark.slow  # compiling takes minutes on a CPU
 def test_compiled_unet_samples_the_same_and_every_forward_is_still_counted():
     plain, compiled = make_core(channels_last="off"), make_core(channels_last="off", compile=True)
     expected = plain.generate(plain.model, SEEDS, 2)
