@@ -30,7 +30,11 @@ def read_model(path) -> tuple[UNetConfig | None, dict]:
 
 def weights_for(path, expected: UNetConfig) -> dict:
     """The state dict in `path`, checked to be a U-Net of exactly the configuration `expected`."""
-    config, state = read_model(path)
+    return checked_weights(path, *read_model(path), expected)
+
+
+def checked_weights(path, config: UNetConfig | None, state: dict, expected: UNetConfig) -> dict:
+    """`state` (read from `path` with its `config`, if the file has one) checked against `expected`."""
     if config is not None and config != expected:
         theirs, ours = config.to_dict(), expected.to_dict()
         diff = ", ".join(f"{k} {theirs[k]} != {ours[k]}" for k in ours if theirs.get(k) != ours[k])

@@ -16,12 +16,16 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .cost import COUNTERS, PHASES, device_name
-from .diffusion.seeding import generator
+from .core import DiffusionCore
+from .cost import COUNTERS, PHASES, CostMeter, device_name
+from .diffusion.seeding import derive_seeds, generator
+from .diffusion.unet import model_config
 from .errors import UserError
 from .evaluation import EvalSettings, Evaluator
 from .evaluation.classifier import holdout_split
+from .evaluation.solver import generate_images
 from .io import atomic_write_json, check_writable_dir
+from .model_source import checked_weights, fingerprint, read_model
 from .paths import cache_dir as default_cache_dir
 from .profiles import evaluation_settings, get_profile
 from .registry import Registry
@@ -98,11 +102,6 @@ def score_model(model_path: str, stream_name: str, task: int, profile_name: str,
                 device: str = "auto", evaluation: dict | None = None, progress: bool = True) -> dict:
     """FID, KLD and ARD of one model's samples, against the classes seen after `task` of the seed's class order
     (e.g. a diffusers UNet2DModel the study's code trained, or a run's models/taskK.pt)."""
-    from .core import DiffusionCore
-    from .cost import CostMeter
-    from .diffusion.unet import model_config
-    from .model_source import fingerprint, read_model, weights_for
-
     spec = registry.stream(stream_name)
     profile = get_profile(profile_name)
     device_ = resolve_device(device)
@@ -111,7 +110,8 @@ def score_model(model_path: str, stream_name: str, task: int, profile_name: str,
     stream = spec.build(resolve_data_root(data_root), seed, cache)
     if not 0 <= task < stream.num_tasks:
         raise UserError(f"--task must be in 0..{stream.num_tasks - 1}, got {task}")
-    config, _ = read_model(model_path)
+    file_config, state = read_model(model_path)
+    config = file_config
     if config is None:
         name = preset or profile.model or spec.paper_model
         config = model_config(name, registry.model_preset(name), stream.image_shape[0])
@@ -120,9 +120,7 @@ def score_model(model_path: str, stream_name: str, task: int, profile_name: str,
     evaluator = Evaluator(stream, settings, cache, device_, seed, meter, progress=progress,
                           extractors=registry.extractors())
     evaluator.preflight()
-    frozen = core.frozen_copy(weights_for(model_path, config), role="student")
-    from .diffusion.seeding import derive_seeds
-    from .evaluation.solver import generate_images
+    frozen = core.frozen_copy(checked_weights(model_path, file_config, state, config), role="student")
     seeds = derive_seeds(settings.num_generated, seed, task, PURPOSE_SCORE)
     images = generate_images(lambda chunk: core.generate(frozen, list(chunk), settings.fid_steps), seeds,
                              settings.batch_size, stream.image_shape, progress, "samples")

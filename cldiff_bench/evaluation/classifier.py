@@ -18,6 +18,7 @@ Recipes:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -171,7 +172,16 @@ def holdout_split(stream: Stream, fraction: float) -> tuple[ImageSet, ImageSet]:
 
 
 def _data_fingerprint(stream: Stream) -> str:
-    """Short hash of the training set, so two streams over different subsets of one data set never share a file."""
+    """Short hash of the training set, so two streams over different subsets of one data set never share a file.
+    Kept on the stream: preflight, training and every result's description ask for it, and it reads every image."""
+    cached = getattr(stream, "_classifier_data_fingerprint", None)
+    if cached is None:
+        cached = _hash_training_set(stream)
+        stream._classifier_data_fingerprint = cached
+    return cached
+
+
+def _hash_training_set(stream: Stream) -> str:
     data = canonical_train_set(stream)
     h = hashlib.sha256(f"{stream.dataset}|{stream.num_classes}|{tuple(stream.image_shape)}".encode())
     h.update(data.labels.numpy().tobytes())
@@ -184,9 +194,17 @@ def _weights_tag(arch: str, weights_file: str | None) -> str:
         return ""
     if weights_file:
         path = pathlib.Path(weights_file).expanduser()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8] if path.is_file() else "missing"
-        return f"-w{digest}"
+        if not path.is_file():
+            return "-wmissing"
+        stat = path.stat()
+        return f"-w{_file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)}"
     return "-wtv1"  # torchvision's IMAGENET1K_V1
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a weights file (45 MB for ResNet-18), read once per version of the file."""
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()[:8]
 
 
 def classifier_version(stream: Stream, arch: str, epochs: int, seed: int, holdout: float = 0.0,
