@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_INTERRUPTED, Interrupted, UserError
+from .profiles import DEFAULT_PROFILE, PROFILES
 
 
 def _seeds(text: str) -> list[int]:
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=None, help="seed of the run (default 0)")
     seeds.add_argument("--seeds", type=_seeds, default=None, help="several seeds, e.g. 0,1,2: one result each")
-    run.add_argument("--profile", default="small", help="budget: paper, small or tiny (default small)")
+    run.add_argument("--profile", default=DEFAULT_PROFILE,
+                     help=f"budget: {', '.join(PROFILES)} (default {DEFAULT_PROFILE})")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     run.add_argument("--precision", default=None, choices=["fp32", "bf16"],
                      help="U-Net precision (default: the profile's, fp32); bf16 autocast is an opt-in speed-up on "
@@ -98,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--iterations", type=int, default=None, help="a fixed number of iterations per task")
     budget.add_argument("--batch-size", type=int, default=None)
     budget.add_argument("--learning-rate", type=_finite, default=None, help="Adam's learning rate")
+    budget.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
+                        help="learning rate over each task: constant (the study's) or cosine (warm-up, then decay "
+                             "to 0)")
+    budget.add_argument("--warmup-iterations", type=int, default=None, help="linear warm-up of the cosine schedule")
+    budget.add_argument("--ema-decay", type=_finite, default=None,
+                        help="sample (and teach, and keep) an exponential moving average of the weights; 0 turns "
+                             "it off")
+    budget.add_argument("--image-size", type=int, default=None,
+                        help="train and evaluate at this side length (a multiple of 8; the suite's is 32)")
     ev = run.add_argument_group("evaluation")
     ev.add_argument("--no-eval", action="store_true", help="skip the metrics (sample grids are still written)")
     ev.add_argument("--extractor", default=None,
@@ -152,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     orc = sub.add_parser("oracle", help="score real held-out images as if generated, after every task: the "
                                         "metrics' floor (the leaderboard's `real data` row)")
     orc.add_argument("--stream", required=True)
-    orc.add_argument("--profile", default="small", help="whose evaluation settings to use (default small)")
+    orc.add_argument("--profile", default=DEFAULT_PROFILE,
+                     help=f"whose evaluation settings to use (default {DEFAULT_PROFILE})")
     # One seed: after the last task every class is seen and the floor no longer depends on the class order.
     orc.add_argument("--seed", type=int, default=0, help="class order of this seed (default 0)")
     orc.add_argument("--out", type=Path, default=Path("runs"), help="output root (default ./runs)")
@@ -164,9 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--stream", required=True)
     sc.add_argument("--task", type=int, required=True, help="score against the classes seen after this task")
     sc.add_argument("--seed", type=int, default=0, help="whose class order (default 0)")
-    sc.add_argument("--profile", default="small", help="whose evaluation settings to use (default small)")
+    sc.add_argument("--profile", default=DEFAULT_PROFILE,
+                     help=f"whose evaluation settings to use (default {DEFAULT_PROFILE})")
     sc.add_argument("--model-preset", default=None, help="the preset of a bare state dict (default: the profile's)")
     sc.add_argument("--output", type=Path, default=None, help="also write the scores to this JSON file")
+    sc.add_argument("--steps", type=int, default=None,
+                    help="DDIM steps of the samples (default: the stream's metric steps), e.g. 2 for the teacher's")
     _add_scoring_arguments(sc, "samples drawn and scored")
 
     imp = sub.add_parser("import-unet", help="convert a diffusers UNet2DModel folder (e.g. trained by the study's "
@@ -179,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     te = sub.add_parser("train-evaluator", help="train (or show) the evaluation classifier of a stream's data set")
     te.add_argument("--stream", required=True)
-    te.add_argument("--profile", default="small", help="whose classifier settings to use (default small)")
+    te.add_argument("--profile", default=DEFAULT_PROFILE,
+                    help=f"whose classifier settings to use (default {DEFAULT_PROFILE})")
     te.add_argument("--data-root", default=None)
     te.add_argument("--cache-dir", default=None)
     te.add_argument("--device", default="auto")
@@ -206,6 +222,8 @@ def cmd_run(args, registry) -> int:
                         strategy_options=_strategy_options(args),
                         model=args.model, epochs=args.epochs, iterations=args.iterations,
                         batch_size=args.batch_size, learning_rate=args.learning_rate, init_model=args.init_model,
+                        lr_schedule=args.lr_schedule, warmup_iterations=args.warmup_iterations,
+                        ema_decay=args.ema_decay, image_size=args.image_size,
                         evaluation=evaluation,
                         evaluate=not args.no_eval,
                         checkpoint_every=args.checkpoint_every, resume=args.resume, force=args.force,
@@ -341,9 +359,10 @@ def cmd_train_evaluator(args, registry) -> int:
     spec = registry.stream(args.stream)
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
     # Any split gives the same classifier: it trains on the data set's images in a canonical order.
-    stream = spec.build(resolve_data_root(args.data_root), 0, cache)
+    profile = get_profile(args.profile)
+    stream = spec.build(resolve_data_root(args.data_root), 0, cache).at_size(profile.image_size)
     overrides = {"classifier_weights": args.classifier_weights} if args.classifier_weights else {}
-    settings = EvalSettings(**{**evaluation_settings(get_profile(args.profile), spec), **overrides})
+    settings = EvalSettings(**{**evaluation_settings(profile, spec), **overrides})
     settings.validate()
     _, info = train_evaluation_classifier(stream, settings, cache, resolve_device(args.device),
                                           progress=not args.no_progress)
@@ -365,8 +384,13 @@ def cmd_score(args, registry) -> int:
 
     from .io import atomic_write_json
     from .scoring import score_model
+    overrides = _evaluation_overrides(args)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UserError(f"--steps must be >= 1, got {args.steps}")
+        overrides["fid_steps"] = args.steps
     scores = score_model(args.model, args.stream, args.task, args.profile, registry, args.seed, args.model_preset,
-                         args.data_root, args.cache_dir, args.device, _evaluation_overrides(args),
+                         args.data_root, args.cache_dir, args.device, overrides,
                          progress=not args.no_progress)
     if args.output:
         atomic_write_json(args.output, scores)

@@ -41,14 +41,17 @@ class RunContext:
 
     @classmethod
     def build(cls, settings: RunSettings) -> RunContext:
-        stream = settings.stream_spec.build(settings.data_root, settings.seed, settings.cache_dir)
+        stream = settings.stream_spec.build(settings.data_root, settings.seed, settings.cache_dir).at_size(
+            settings.budget.image_size)
         unet_config = model_config(settings.budget.model, settings.model_preset, stream.image_shape[0])
         meter = CostMeter(settings.device)
         core = DiffusionCore(unet_config, stream.image_shape, settings.device, meter, init_seed=settings.seed,
-                             precision=settings.precision, speed=settings.speed)
+                             precision=settings.precision, speed=settings.speed,
+                             ema_decay=settings.budget.ema_decay)
         if settings.init_model:
             # Read before anything is written, so a wrong file is refused at once; restored runs overwrite it.
             core.model.load_state_dict(weights_for(settings.init_model, unet_config))
+            core.reset_ema()
         strategy = settings.strategy_cls(core, settings.strategy_options)
         evaluator = _evaluator(settings, stream, meter) if settings.evaluate else None
         return cls(settings, stream, unet_config, meter, core, strategy, evaluator)
@@ -63,7 +66,9 @@ class RunContext:
             "precision": s.precision,
             "speed": s.speed.to_dict(),
             "optimizer": {"name": "adam", "lr": s.budget.learning_rate, "reset_per_task": True,
-                          "grad_clip": GRAD_CLIP},
+                          "grad_clip": GRAD_CLIP, "lr_schedule": s.budget.lr_schedule,
+                          "warmup_iterations": s.budget.warmup_iterations},
+            "ema": {"decay": s.budget.ema_decay, "warmup": "(1 + n) / (10 + n)"} if s.budget.ema_decay else None,
             "diffusion": {**self.core.schedule.config, "prediction": "epsilon", "loss": "mse"},
             "augmentation": {"horizontal_flip": s.hflip},
             "study_seeds": list(s.study_seeds) if s.study_seeds else None,

@@ -91,7 +91,7 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 class DiffusionCore:
     def __init__(self, config: UNetConfig, image_shape: tuple[int, int, int], device: torch.device,
                  meter: CostMeter | None = None, init_seed: int = 0, precision: str = "fp32",
-                 speed: SpeedOptions | None = None):
+                 speed: SpeedOptions | None = None, ema_decay: float | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
@@ -107,6 +107,13 @@ class DiffusionCore:
         self.model.to(self.device)
         self._prepare(self.model, training=True)
         self.meter.watch(self.model, "student")
+        # Sampling weights: an exponential moving average of the trained ones where the budget asks for it. The
+        # teacher, the saved task models and the metrics all use them; training continues from the raw weights.
+        self.ema_decay = ema_decay
+        self.ema: UNet | None = None
+        self.ema_updates = 0
+        if ema_decay is not None:
+            self.reset_ema()
         self.schedule = NoiseSchedule(device=self.device)
         self._samplers: dict[tuple[int, float], DDIMSampler] = {}
 
@@ -122,6 +129,41 @@ class DiffusionCore:
                     module.to(torch.bfloat16)
         if self.speed.compile:
             model.compile(mode="reduce-overhead" if self.device.type == "cuda" else None)
+
+    # --- sampling weights ----------------------------------------------------------------------------------------
+    def reset_ema(self) -> None:
+        """Start the average afresh from the current weights (at the start, and after loading other weights)."""
+        if self.ema_decay is None:
+            return
+        self.ema = UNet(self.config).to(self.device)
+        self.ema.load_state_dict(self.model.state_dict())
+        self.ema.eval().requires_grad_(False)
+        self.ema_updates = 0
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """One step of the average, after an optimizer step. The decay warms up as (1 + n) / (10 + n) so the
+        random initial weights are forgotten within the first task."""
+        if self.ema is None:
+            return
+        decay = min(self.ema_decay, (1 + self.ema_updates) / (10 + self.ema_updates))
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1.0 - decay)
+        self.ema_updates += 1
+
+    def sampling_state_dict(self) -> dict:
+        """The weights that are sampled, kept as a task's model and copied into teachers."""
+        return (self.ema if self.ema is not None else self.model).state_dict()
+
+    def ema_state(self) -> dict | None:
+        return None if self.ema is None else {"weights": self.ema.state_dict(), "updates": self.ema_updates}
+
+    def load_ema_state(self, state: dict | None) -> None:
+        if self.ema is None:
+            return
+        if state is None:
+            raise ValueError("this run averages its weights (EMA) but the checkpoint holds no average")
+        self.ema.load_state_dict(state["weights"])
+        self.ema_updates = int(state["updates"])
 
     def autocast(self):
         """The U-Net's mixed precision: bfloat16 matmuls and convolutions under autocast; the schedule, the sampler
@@ -140,15 +182,15 @@ class DiffusionCore:
         return self._samplers[key]
 
     def make_teacher(self, state_dict: dict | None = None) -> nn.Module:
-        """A frozen copy of the current student (or of `state_dict`): eval mode, no gradients, its forwards
+        """A frozen copy of the current sampling weights (or of `state_dict`): eval mode, no gradients, its forwards
         counted as teacher NFEs. Call it under `autocast()`: with bf16 precision its weights are bfloat16."""
         return self.frozen_copy(state_dict, role="teacher")
 
     def frozen_copy(self, state_dict: dict | None = None, role: str = "teacher") -> nn.Module:
-        """The student (or `state_dict`) frozen for sampling, in the inference memory format and weight precision;
-        its forwards are counted as `role` (as evaluation NFEs inside the evaluation phase)."""
+        """The sampling weights (or `state_dict`) frozen for sampling, in the inference memory format and weight
+        precision; its forwards are counted as `role` (as evaluation NFEs inside the evaluation phase)."""
         copy = UNet(self.config).to(self.device)
-        copy.load_state_dict(state_dict if state_dict is not None else self.model.state_dict())
+        copy.load_state_dict(state_dict if state_dict is not None else self.sampling_state_dict())
         copy.eval().requires_grad_(False)
         self._prepare(copy, training=False)
         self.meter.watch(copy, role)

@@ -11,6 +11,7 @@ from .errors import unknown_name
 from .registry.specs import StreamSpec
 
 STUDY_LEARNING_RATE = 2e-4
+DEFAULT_PROFILE = "cpu"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class Profile:
     study_augmentation: bool = False
     # Seeds to reproduce the study's runs with (recorded, and shown by `cldiff-bench list`).
     study_seeds: tuple[int, ...] | None = None
+    # Budget choices that are not the study's, each recorded in the result's config.budget:
+    image_size: int | None = None       # train and evaluate at this side length (None: the suite's 32 x 32)
+    lr_schedule: str = "constant"       # "constant" (the study's) or "cosine": warm-up, then cosine decay to 0
+    warmup_iterations: int = 0          # linear warm-up at the start of every task (cosine schedule)
+    ema_decay: float | None = None      # sample from an exponential moving average of the weights (None: off)
 
 
 PROFILES: dict[str, Profile] = {
@@ -43,6 +49,16 @@ PROFILES: dict[str, Profile] = {
                         classifier_arch="resnet18-imagenet", classifier_epochs=100,
                         solver_arch="simple-cnn", solver_epochs=20, solver_batch_size=128, solver_lr=1e-3,
                         kd_direction="original-reversed")),
+    "cpu": Profile(
+        "cpu", "the CPU leaderboard's budget, calibrated so that the board separates the lower bound (naive) from "
+        "the upper bound (joint): images at 16 x 16, 1.1M-parameter U-Net, 600 iterations per task at batch 64, "
+        "learning rate 2e-3 with a 50-iteration warm-up and cosine decay per task, sampling from an EMA of the "
+        "weights (decay 0.995); 1,000 samples for the metrics with the evaluation classifier's features; the "
+        "solver trains 2 epochs of 3,000 images per task (and as many replay images). Not the study's budget",
+        model="small", epochs=None, batch_size=64, iterations=600, learning_rate=2e-3,
+        image_size=16, lr_schedule="cosine", warmup_iterations=50, ema_decay=0.995,
+        evaluation=dict(extractor="classifier", num_generated=1000, batch_size=250, solver_epochs=2,
+                        solver_max_images=3000)),
     "small": Profile(
         "small", "CPU-sized: 1.1M-parameter U-Net, 100 iterations per task at batch 64 with learning rate 1e-3, "
         "1,000 samples for the metrics with the evaluation classifier's features; the solver sees 1,000 images "
@@ -74,7 +90,9 @@ def resolve_budget(profile: Profile, spec: StreamSpec) -> dict:
             "batch_size": profile.batch_size or spec.paper_batch_size,
             "iterations": profile.iterations,
             "learning_rate": profile.learning_rate or STUDY_LEARNING_RATE,
-            "grid_samples": profile.grid_samples}
+            "grid_samples": profile.grid_samples, "image_size": profile.image_size,
+            "lr_schedule": profile.lr_schedule, "warmup_iterations": profile.warmup_iterations,
+            "ema_decay": profile.ema_decay}
 
 
 def evaluation_settings(profile: Profile, spec: StreamSpec) -> dict:

@@ -94,7 +94,7 @@ class RunDir:
         evaluator = context.evaluator
         save_checkpoint(self.checkpoint_path, {
             **self._identity(context), "position": position,
-            "model": context.core.model.state_dict(), "optimizer": optimizer,
+            "model": context.core.model.state_dict(), "ema": context.core.ema_state(), "optimizer": optimizer,
             "strategy_state": context.strategy.state_dict(),
             "evaluator": evaluator.state_dict() if evaluator is not None else None,
             "meter": context.meter.state_dict(), "records_json": json.dumps(records),
@@ -104,6 +104,7 @@ class RunDir:
         """Load the checkpoint into `context`; (where to continue, with the optimizer's state; the task records)."""
         state = load_checkpoint(self.checkpoint_path, expect=self._identity(context))
         context.core.model.load_state_dict(state["model"])
+        context.core.load_ema_state(state.get("ema"))
         context.strategy.load_state_dict(state["strategy_state"])
         if context.evaluator is not None and state["evaluator"] is not None:
             # Checkpoints written before the evaluator kept the previous model hold it beside the evaluator's state.

@@ -92,7 +92,7 @@ class Run:
 
     def _score_task(self, context: RunContext, k: int) -> tuple[dict, str]:
         """Keep the model after task k, evaluate it and draw its sample grid: (metrics, the grid's path)."""
-        state = context.core.model.state_dict()
+        state = context.core.sampling_state_dict()
         # The model after each task is kept so `cldiff-bench evaluate` can score the run again later.
         self.dir.save_task_model(k, state)
         # The student is sampled through one frozen copy: the layout and weight precision made for sampling.
@@ -121,6 +121,8 @@ def evaluate_run(run_dir: Path, evaluation: dict[str, Any], registry: Registry, 
                     profile=budget["profile"], out=run_dir.path, strategy_options=config["strategy_options"],
                     model=budget["model"], epochs=budget["epochs"], iterations=budget["iterations"],
                     batch_size=budget["batch_size"], learning_rate=budget.get("learning_rate"),
+                    image_size=budget.get("image_size"), lr_schedule=budget.get("lr_schedule", "constant"),
+                    warmup_iterations=budget.get("warmup_iterations", 0), ema_decay=budget.get("ema_decay"),
                     precision=config.get("precision", "fp32"), **config.get("speed", {}),
                     evaluation={**(config.get("evaluation") or {}), **evaluation}, progress=progress)
     settings = resolve_settings(cfg, registry)

@@ -64,7 +64,7 @@ def run_oracle(stream_name: str, profile_name: str, registry: Registry, out: Pat
     except TypeError as exc:
         raise UserError(f"bad evaluation setting: {exc}") from exc
     started = time.time()
-    stream = spec.build(resolve_data_root(data_root), seed, cache)
+    stream = spec.build(resolve_data_root(data_root), seed, cache).at_size(profile.image_size)
     evaluator = Evaluator(stream, settings, cache, device_, seed, progress=progress, extractors=registry.extractors())
     evaluator.preflight()
     _, held = holdout_split(stream, settings.classifier_holdout)
@@ -80,7 +80,7 @@ def run_oracle(stream_name: str, profile_name: str, registry: Registry, out: Pat
                       "cost": {"counts": {c: 0 for c in COUNTERS},
                                "seconds": {p: (seconds if p == "evaluation" else 0.0) for p in PHASES}}})
     config = {"strategy": ORACLE_STRATEGY, "kind": "oracle", "stream": stream_name, "seed": seed,
-              "budget": {"profile": profile_name}, "model": None, "precision": None,
+              "budget": {"profile": profile_name, "image_size": profile.image_size}, "model": None, "precision": None,
               "evaluation": recorded_evaluation({**overrides, "compute_accuracy": False}),
               "class_order": list(stream.class_order)}
     doc = {"schema_version": SCHEMA_VERSION, "kind": "oracle",
@@ -99,15 +99,17 @@ def run_oracle(stream_name: str, profile_name: str, registry: Registry, out: Pat
 
 def score_model(model_path: str, stream_name: str, task: int, profile_name: str, registry: Registry, seed: int = 0,
                 preset: str | None = None, data_root: str | None = None, cache_dir: str | None = None,
-                device: str = "auto", evaluation: dict | None = None, progress: bool = True) -> dict:
+                device: str = "auto", evaluation: dict | None = None, progress: bool = True,
+                image_size: int | None = None) -> dict:
     """FID, KLD and ARD of one model's samples, against the classes seen after `task` of the seed's class order
-    (e.g. a diffusers UNet2DModel the study's code trained, or a run's models/taskK.pt)."""
+    (e.g. a diffusers UNet2DModel the study's code trained, or a run's models/taskK.pt); at `image_size`, or the
+    profile's."""
     spec = registry.stream(stream_name)
     profile = get_profile(profile_name)
     device_ = resolve_device(device)
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     settings = EvalSettings(**{**evaluation_settings(profile, spec), **(evaluation or {}), "compute_accuracy": False})
-    stream = spec.build(resolve_data_root(data_root), seed, cache)
+    stream = spec.build(resolve_data_root(data_root), seed, cache).at_size(image_size or profile.image_size)
     if not 0 <= task < stream.num_tasks:
         raise UserError(f"--task must be in 0..{stream.num_tasks - 1}, got {task}")
     file_config, state = read_model(model_path)

@@ -16,8 +16,8 @@ from .core import SpeedOptions, resolve_precision
 from .errors import UserError
 from .io import check_writable_dir
 from .paths import cache_dir as default_cache_dir
-from .profiles import evaluation_settings, get_profile, resolve_budget
-from .streams.datasets import resolve_data_root
+from .profiles import DEFAULT_PROFILE, evaluation_settings, get_profile, resolve_budget
+from .streams.datasets import IMAGE_SIZE, resolve_data_root
 
 if TYPE_CHECKING:
     from .evaluation import EvalSettings
@@ -30,7 +30,7 @@ class RunConfig:
     strategy: str
     stream: str
     seed: int = 0
-    profile: str = "small"
+    profile: str = DEFAULT_PROFILE
     device: str = "auto"
     precision: str | None = None         # None: the profile's (fp32 | bf16); never chosen by the machine
     channels_last: str = "inference"     # see core.SpeedOptions
@@ -46,6 +46,10 @@ class RunConfig:
     iterations: int | None = None        # a fixed number of iterations per task instead of epochs
     batch_size: int | None = None
     learning_rate: float | None = None
+    image_size: int | None = None        # these four: None keeps the profile's
+    lr_schedule: str | None = None
+    warmup_iterations: int | None = None
+    ema_decay: float | None = None
     init_model: str | None = None        # start task 0 from these weights (see model_source.read_model)
     evaluation: dict[str, Any] = field(default_factory=dict)  # EvalSettings overrides
     evaluate: bool = True
@@ -54,6 +58,9 @@ class RunConfig:
     force: bool = False
     progress: bool = True
     tensorboard: bool = False            # also log the losses as TensorBoard events (losses.csv is always written)
+
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,32 @@ class Budget:
     iterations: int | None               # when set, replaces epochs
     learning_rate: float
     grid_samples: int
+    image_size: int | None = None        # side length of the stream's images (None: the suite's 32)
+    lr_schedule: str = "constant"        # constant | cosine (per task: warm-up, then cosine decay to 0)
+    warmup_iterations: int = 0
+    ema_decay: float | None = None       # sampling weights: an EMA of the trained ones (None: the trained ones)
+
+    def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"learning-rate schedule must be one of {', '.join(LR_SCHEDULES)}, got "
+                            f"{self.lr_schedule!r}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise UserError(f"EMA decay must lie strictly between 0 and 1, got {self.ema_decay}")
+        if self.warmup_iterations < 0:
+            raise UserError(f"warm-up iterations must be >= 0, got {self.warmup_iterations}")
+        if self.image_size is not None and (self.image_size < 8 or self.image_size % 8):
+            raise UserError(f"image size must be a multiple of 8 and at least 8, got {self.image_size}")
+
+    def learning_rate_at(self, iteration: int, total: int) -> float:
+        """The learning rate of `iteration` (0-based) of a task of `total` iterations: a function of the position
+        alone, so a resumed task continues on the same curve."""
+        if self.lr_schedule == "constant":
+            return self.learning_rate
+        warmup = min(self.warmup_iterations, max(total - 1, 0))
+        if iteration < warmup:
+            return self.learning_rate * (iteration + 1) / warmup
+        progress = (iteration - warmup) / max(total - warmup, 1)
+        return self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def task_iterations(self, n_images: int) -> tuple[int, int]:
         """(iterations of a task of n_images training images, iterations per epoch)."""
@@ -143,11 +176,16 @@ def _check_positive(name: str, value):
 
 def _budget(cfg: RunConfig, profile, spec: StreamSpec) -> Budget:
     budget = resolve_budget(profile, spec)
-    for key in ("model", "epochs", "batch_size", "iterations", "learning_rate"):
+    for key in ("model", "epochs", "batch_size", "iterations", "learning_rate", "image_size", "lr_schedule",
+                "warmup_iterations", "ema_decay"):
         if getattr(cfg, key) is not None:
             budget[key] = getattr(cfg, key)
     if cfg.epochs is not None and cfg.iterations is None:
         budget["iterations"] = None  # --epochs replaces the profile's fixed iteration count
+    if cfg.ema_decay == 0:
+        budget["ema_decay"] = None  # --ema-decay 0: sample the trained weights themselves
+    if budget["image_size"] == IMAGE_SIZE:
+        budget["image_size"] = None  # the suite's own size: one identity for both spellings
     return Budget(**budget)
 
 

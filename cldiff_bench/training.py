@@ -59,6 +59,9 @@ def train_task(context: RunContext, k: int, start: int, optimizer_state: dict | 
             batch = Batch(x0=x0.to(settings.device), labels=data.labels[idx].to(settings.device),
                           task=k, iteration=it, seed=seed, iterations=total)
             with meter.phase("train"):
+                if budget.lr_schedule != "constant":
+                    for group in optimizer.param_groups:
+                        group["lr"] = budget.learning_rate_at(it, total)
                 with context.core.autocast():
                     terms = strategy.batch_loss(batch)
                 if not torch.isfinite(terms.total):
@@ -68,6 +71,7 @@ def train_task(context: RunContext, k: int, start: int, optimizer_state: dict | 
                 terms.total.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
                 optimizer.step()
+                context.core.update_ema()
             values = terms.as_floats()
             loss_log.write(k, it, values)
             for name, v in values.items():

@@ -69,7 +69,11 @@ def budget_phrase(budget: dict) -> str:
     length = (f"{budget['iterations']} iterations" if budget.get("iterations")
               else f"{budget['epochs']:g} epochs")
     rate = f", learning rate {budget['learning_rate']:g}" if budget.get("learning_rate") else ""
-    return f"{length} per task at batch {budget['batch_size']}{rate}"
+    if budget.get("lr_schedule", "constant") != "constant":
+        rate += f" ({budget['lr_schedule']}, {budget.get('warmup_iterations', 0)}-iteration warm-up)"
+    ema = f", sampled from an EMA of the weights (decay {budget['ema_decay']:g})" if budget.get("ema_decay") else ""
+    size = f", images at {budget['image_size']} x {budget['image_size']}" if budget.get("image_size") else ""
+    return f"{length} per task at batch {budget['batch_size']}{rate}{ema}{size}"
 
 
 def table_markdown(table: Table) -> str:

@@ -5,9 +5,10 @@ whole data set sits in memory cheaply and batches are built by indexing, not by 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 
 
 def to_model_range(x: torch.Tensor) -> torch.Tensor:
@@ -18,6 +19,14 @@ def to_model_range(x: torch.Tensor) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> uint8 by rounding (not truncation), clamped."""
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
+
+
+def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, h, w) uint8 -> (N, C, size, size) uint8, bilinear with antialiasing, rounded."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images.contiguous()
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 @dataclass
@@ -34,6 +43,9 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def resized(self, size: int) -> "ImageSet":
+        return ImageSet(resize_uint8(self.images, size), self.labels)
 
     def of_classes(self, classes) -> "ImageSet":
         mask = torch.isin(self.labels, torch.as_tensor(list(classes), dtype=self.labels.dtype))
@@ -64,6 +76,15 @@ class Stream:
     tasks: list[Task]
     seed: int
     info: dict = field(default_factory=dict)
+
+    def at_size(self, size: int | None) -> "Stream":
+        """The same stream with its images resized to size x size (a budget choice of CPU profiles); `dataset`
+        names the size, so caches built on the images (the evaluation classifier) are kept apart."""
+        if size is None or tuple(self.image_shape[1:]) == (size, size):
+            return self
+        tasks = [replace(t, train=t.train.resized(size), test=t.test.resized(size)) for t in self.tasks]
+        return replace(self, tasks=tasks, image_shape=(self.image_shape[0], size, size),
+                       dataset=f"{self.dataset}@{size}px", info={**self.info, "image_size": size})
 
     @property
     def num_tasks(self) -> int:

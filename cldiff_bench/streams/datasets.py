@@ -12,22 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import DataNotFoundError, UserError
 from ..io import atomic_torch_save, load_tensors
-from .base import ImageSet
+from .base import ImageSet, resize_uint8
 
 IMAGE_SIZE = 32
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
-def resize_uint8(images: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
-    """(N, C, h, w) uint8 -> (N, C, size, size) uint8, bilinear, rounded."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images.contiguous()
-    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 # --- scikit-learn's bundled 8x8 digits: no download at all ---------------------------------------------------------
@@ -45,7 +38,7 @@ def load_digits(test_fraction: float = 0.2) -> tuple[ImageSet, ImageSet, list[st
     for c in range(10):
         idx = np.flatnonzero(bunch.target == c)
         test_mask[rng.permutation(idx)[: int(round(len(idx) * test_fraction))]] = True
-    images = resize_uint8(images)
+    images = resize_uint8(images, IMAGE_SIZE)
     mask = torch.from_numpy(test_mask)
     return (ImageSet(images[~mask], labels[~mask]), ImageSet(images[mask], labels[mask]),
             [str(i) for i in range(10)])
@@ -121,9 +114,9 @@ def load_fashion_mnist(data_root: Path, download: bool = True) -> tuple[ImageSet
             raise UserError(f"the Fashion-MNIST {split} files under {raw} do not belong together ({len(images)} "
                             f"images of shape {images.shape[1:]}, {len(labels)} labels); replace them with the "
                             f"original files ({n} each)")
-    train = ImageSet(resize_uint8(torch.from_numpy(arrays["train-images-idx3-ubyte"].copy())[:, None]),
+    train = ImageSet(resize_uint8(torch.from_numpy(arrays["train-images-idx3-ubyte"].copy())[:, None], IMAGE_SIZE),
                      torch.from_numpy(arrays["train-labels-idx1-ubyte"].astype(np.int64)))
-    test = ImageSet(resize_uint8(torch.from_numpy(arrays["t10k-images-idx3-ubyte"].copy())[:, None]),
+    test = ImageSet(resize_uint8(torch.from_numpy(arrays["t10k-images-idx3-ubyte"].copy())[:, None], IMAGE_SIZE),
                     torch.from_numpy(arrays["t10k-labels-idx1-ubyte"].astype(np.int64)))
     return train, test, list(FMNIST_CLASSES)
 
