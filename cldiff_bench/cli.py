@@ -9,6 +9,7 @@ from pathlib import Path
 from . import __version__
 from .errors import EXIT_INTERRUPTED, Interrupted, UserError
 from .profiles import DEFAULT_PROFILE, PROFILES
+from .sweep import add_sweep_parser, cmd_sweep
 
 
 def _seeds(text: str) -> list[int]:
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--classifier-weights", default=None, metavar="FILE",
                     help="ImageNet ResNet-18 weights for the paper profile's classifier (else torchvision's)")
     te.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_sweep_parser(sub)
     return parser
 
 
@@ -409,7 +411,7 @@ def cmd_import_unet(args, registry) -> int:
 
 COMMANDS = {"run": cmd_run, "evaluate": cmd_evaluate, "leaderboard": cmd_leaderboard, "check": cmd_check,
             "list": cmd_list, "train-evaluator": cmd_train_evaluator, "oracle": cmd_oracle,
-            "score": cmd_score, "import-unet": cmd_import_unet}
+            "score": cmd_score, "import-unet": cmd_import_unet, "sweep": cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
