@@ -56,6 +56,15 @@ class SpeedOptions:
         return asdict(self)
 
 
+def host_to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`x` (on the CPU) on `device`. To a GPU through pinned memory and without blocking: a plain copy from pageable
+    memory first waits for everything queued on the GPU, which would stall the host once per copy."""
+    device = torch.device(device)
+    if device.type != "cuda" or x.device.type != "cpu":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
+
+
 def is_channels_last(model: nn.Module) -> bool:
     # Only a kernel with several input channels and taps tells the two layouts apart.
     weight = next((m.weight for m in model.modules()
@@ -210,8 +219,11 @@ class DiffusionCore:
         return images
 
     def training_targets(self, x0: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x_t, t, noise) for the epsilon-prediction loss: t ~ U{0..T-1}, noise ~ N(0, I), from generator g."""
+        """(x_t, t, noise) for the epsilon-prediction loss: t ~ U{0..T-1}, noise ~ N(0, I), from generator g.
+
+        Drawn on the CPU (g is a CPU generator, so every device trains on the same draws) and copied without
+        blocking: the host draws the next iteration's while the GPU still computes this one's."""
         n = x0.shape[0]
-        t = torch.randint(0, self.num_timesteps, (n,), generator=g).to(self.device)
-        noise = torch.randn(x0.shape, generator=g).to(self.device)
+        t = host_to_device(torch.randint(0, self.num_timesteps, (n,), generator=g), self.device)
+        noise = host_to_device(torch.randn(x0.shape, generator=g), self.device)
         return self.schedule.add_noise(x0, noise, t), t, noise

@@ -1,7 +1,9 @@
 """Compute cost, counted where it happens: network evaluations, images generated, wall time by phase, memory.
 
 Network function evaluations (NFEs) are counted in images: one image through the U-Net once is one NFE, so a
-forward over a batch of 2B images is 2B student forwards. Timers synchronise the device so GPU time is real.
+forward over a batch of 2B images is 2B student forwards. On a GPU a phase is timed with CUDA events, read when the
+times are asked for: timing it by synchronising at every phase boundary would stall the host several times per
+training iteration. On a CPU it is wall time.
 """
 from __future__ import annotations
 
@@ -57,8 +59,11 @@ class CostMeter:
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.counts: Counter = Counter()
-        self.seconds: Counter = Counter()
+        self._seconds: Counter = Counter()
         self._active: list[str] = []
+        # On a GPU: (phase, the phase it is nested in or None, start event, end event) of phases not yet read,
+        # in the order their end events were recorded, which is the order the GPU reaches them.
+        self._pending: list[tuple[str, str | None, torch.cuda.Event, torch.cuda.Event]] = []
         # Peak memory of each phase since the last reset_peak_memory (a phase nested in another is its own).
         self._phase_peaks: dict[str, dict[str, int]] = {}
         self._rss_resettable = _reset_rss_high_water_mark()
@@ -89,21 +94,56 @@ class CostMeter:
         inner phase only, so the phases add up to the wall time."""
         if name not in PHASES:
             raise ValueError(name)
-        synchronize(self.device)
         if self._active:
             self._close_peak(self._active[-1])
-        start = time.perf_counter()
+        outer = self._active[-1] if self._active else None
+        start = self._now()
         self._active.append(name)
         try:
             yield
         finally:
-            synchronize(self.device)
-            elapsed = time.perf_counter() - start
+            end = self._now()
             self._close_peak(name)
             self._active.pop()
-            self.seconds[name] += elapsed
-            if self._active:
-                self.seconds[self._active[-1]] -= elapsed
+            if isinstance(start, float):
+                self._charge(name, outer, end - start)
+            else:
+                self._pending.append((name, outer, start, end))
+                self._read_events(wait=False)
+
+    def _now(self):
+        if self.device.type != "cuda":
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(self.device))
+        return event
+
+    def _charge(self, name: str, outer: str | None, seconds: float) -> None:
+        self._seconds[name] += seconds
+        if outer is not None:
+            self._seconds[outer] -= seconds
+
+    def _read_events(self, wait: bool) -> None:
+        """Charge the phases whose end the GPU has reached (with `wait`, all of them, waiting for the last)."""
+        while self._pending:
+            name, outer, start, end = self._pending[0]
+            if wait:
+                end.synchronize()
+            elif not end.query():
+                return
+            self._pending.pop(0)
+            self._charge(name, outer, start.elapsed_time(end) / 1000.0)
+
+    @property
+    def seconds(self) -> Counter:
+        """Seconds by phase (on a GPU this waits until the phases timed so far have finished on it)."""
+        self._read_events(wait=True)
+        return self._seconds
+
+    @seconds.setter
+    def seconds(self, value) -> None:
+        self._pending = []
+        self._seconds = Counter(value)
 
     def _close_peak(self, phase: str) -> None:
         """Charge the memory peak since the last boundary to `phase`, then restart the peak counters."""
@@ -136,8 +176,9 @@ class CostMeter:
         return out
 
     def snapshot(self) -> dict:
+        seconds = self.seconds
         return {"counts": {k: int(self.counts.get(k, 0)) for k in COUNTERS},
-                "seconds": {k: float(self.seconds.get(k, 0.0)) for k in PHASES}}
+                "seconds": {k: float(seconds.get(k, 0.0)) for k in PHASES}}
 
     @staticmethod
     def difference(after: dict, before: dict) -> dict:
@@ -149,7 +190,7 @@ class CostMeter:
 
     def load_state_dict(self, state: dict) -> None:
         self.counts = Counter(state["counts"])
-        self.seconds = Counter(state["seconds"])
+        self.seconds = state["seconds"]
 
 
 def device_name(device: torch.device) -> str:

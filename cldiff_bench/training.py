@@ -2,6 +2,7 @@
 clean stop on Ctrl-C or a scheduler's signal."""
 from __future__ import annotations
 
+import math
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -9,15 +10,19 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from tqdm import tqdm
 
+from .core import DiffusionCore, host_to_device
 from .diffusion.seeding import generator
 from .errors import Interrupted, UserError
-from .strategy import Batch
+from .strategy import Batch, LossTerms, Strategy
 from .streams.base import to_model_range
 
 if TYPE_CHECKING:
     from .context import RunContext
 
 GRAD_CLIP = 1.0
+# Iterations between reads of the losses from the device: each read waits for the GPU to finish what is queued.
+READ_EVERY = 50
+LOSS_NAMES = ("loss", "data_loss", "replay_loss")
 PURPOSE_DATA_ORDER = 10
 PURPOSE_FLIP = 12
 
@@ -27,9 +32,13 @@ Checkpoint = Callable[[int, dict, dict], None]
 
 def train_task(context: RunContext, k: int, start: int, optimizer_state: dict | None, loss_sums: dict | None,
                checkpoint: Checkpoint, run_dir: Path) -> dict:
-    """Train task k from iteration `start` (0, or where a checkpoint left off); the task's training record."""
+    """Train task k from iteration `start` (0, or where a checkpoint left off); the task's training record.
+
+    Nothing in an iteration waits for the device: the losses stay there and are read every READ_EVERY iterations,
+    at checkpoints, at a stop request and at the task's end, where they are logged, summed and checked.
+    """
     settings, strategy, meter, loss_log = context.settings, context.strategy, context.meter, context.loss_log
-    seed, budget = settings.seed, settings.budget
+    seed, budget, device = settings.seed, settings.budget, settings.device
     data = strategy.training_data(context.stream, k)
     total, per_epoch = budget.task_iterations(len(data))
     model = context.core.model
@@ -40,45 +49,36 @@ def train_task(context: RunContext, k: int, start: int, optimizer_state: dict | 
         strategy.begin_task(k)
     elif optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
+    # The task's images travel to the device once, as uint8; every batch is gathered and converted there.
+    images, labels = data.images.to(device), data.labels.to(device)
     sums: dict[str, float] = dict(loss_sums or {})
     perm_epoch, perm = -1, None
     bar = tqdm(range(start, total), desc=f"task {k}", unit="it", disable=not settings.progress,
                initial=start, total=total, dynamic_ncols=True, mininterval=1)
     stop = StopRequest()
+    losses = LossWindow(k, start)
     try:
         for it in bar:
             epoch, pos = divmod(it, per_epoch)
             if epoch != perm_epoch:
-                perm = torch.randperm(len(data), generator=generator(seed, k, epoch, PURPOSE_DATA_ORDER))
+                perm = host_to_device(torch.randperm(len(data), generator=generator(seed, k, epoch, PURPOSE_DATA_ORDER)),
+                                      device)
                 perm_epoch = epoch
             idx = perm[pos * budget.batch_size:(pos + 1) * budget.batch_size]
-            x0 = to_model_range(data.images[idx])
+            x0 = to_model_range(images[idx])
             if settings.hflip:
                 flip = torch.rand(len(idx), generator=generator(seed, k, it, PURPOSE_FLIP)) < 0.5
-                x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-            batch = Batch(x0=x0.to(settings.device), labels=data.labels[idx].to(settings.device),
-                          task=k, iteration=it, seed=seed, iterations=total)
+                x0 = torch.where(host_to_device(flip, device)[:, None, None, None], x0.flip(-1), x0)
+            batch = Batch(x0=x0, labels=labels[idx], task=k, iteration=it, seed=seed, iterations=total)
             with meter.phase("train"):
                 if budget.lr_schedule != "constant":
                     for group in optimizer.param_groups:
                         group["lr"] = budget.learning_rate_at(it, total)
-                with context.core.autocast():
-                    terms = strategy.batch_loss(batch)
-                if not torch.isfinite(terms.total):
-                    raise UserError(f"the loss became {float(terms.total.detach())} at task {k}, iteration {it}; the "
-                                    f"last good checkpoint is kept in {run_dir}")
-                optimizer.zero_grad(set_to_none=True)
-                terms.total.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-                optimizer.step()
-                context.core.update_ema()
-            values = terms.as_floats()
-            loss_log.write(k, it, values)
-            for name, v in values.items():
-                sums[name] = sums.get(name, 0.0) + v
-            if it % 20 == 0:
-                bar.set_postfix(loss=f"{values['loss']:.4f}")
+                losses.add(it, training_step(context.core, strategy, batch, optimizer))
             periodic = settings.checkpoint_every and (it + 1) % settings.checkpoint_every == 0
+            if periodic or stop.requested or (it + 1) % READ_EVERY == 0 or it + 1 == total:
+                last = losses.read_into(loss_log, sums, run_dir)
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
             if (periodic or stop.requested) and it + 1 < total:
                 loss_log.flush()
                 checkpoint(it + 1, dict(sums), optimizer.state_dict())
@@ -92,6 +92,57 @@ def train_task(context: RunContext, k: int, start: int, optimizer_state: dict | 
     loss_log.flush()
     return {"iterations": total, "epochs": total / per_epoch, "images": len(data), "batch_size": budget.batch_size,
             "mean_losses": {n: v / total for n, v in sums.items()}}
+
+
+def training_step(core: DiffusionCore, strategy: Strategy, batch: Batch, optimizer: torch.optim.Optimizer) -> LossTerms:
+    """One SGD step as the runner takes it: the strategy's loss under the core's autocast, backward, gradient-norm
+    clipping, the optimizer's step and the EMA of the weights. Reads nothing from the device (see LossWindow)."""
+    with core.autocast():
+        terms = strategy.batch_loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    terms.total.backward()
+    torch.nn.utils.clip_grad_norm_(core.model.parameters(), GRAD_CLIP)
+    optimizer.step()
+    core.update_ema()
+    return terms
+
+
+class LossWindow:
+    """The losses of the iterations since the last read, kept on the device (detached) and read in one transfer:
+    a float() per loss and an isfinite check per iteration would each make the host wait for the GPU."""
+
+    def __init__(self, task: int, start: int):
+        self.task = task
+        self.start = start  # the first iteration of the window
+        self._iterations: list[int] = []
+        self._replay: list[bool] = []
+        self._rows: list[torch.Tensor] = []
+
+    def add(self, iteration: int, terms: LossTerms) -> None:
+        replay = terms.replay if terms.replay is not None else torch.zeros_like(terms.data)
+        self._rows.append(torch.stack([v.detach().float() for v in (terms.total, terms.data, replay)]))
+        self._iterations.append(iteration)
+        self._replay.append(terms.replay is not None)
+
+    def read_into(self, loss_log, sums: dict[str, float], run_dir: Path) -> dict[str, float]:
+        """Read the window's losses (one read), log one row per iteration and add them to `sums`; stop the run
+        with the task and the window if a loss is not finite. Returns the last iteration's losses."""
+        rows = torch.stack(self._rows).tolist()
+        end = self._iterations[-1] + 1
+        values = {}
+        for it, replay, row in zip(self._iterations, self._replay, rows):
+            values = dict(zip(LOSS_NAMES, row if replay else row[:2]))
+            loss_log.write(self.task, it, values)
+            if not math.isfinite(values["loss"]):
+                loss_log.flush()
+                raise UserError(f"the loss became {values['loss']} at task {self.task} between iterations {self.start} and {end} "
+                                f"(first at iteration {it}; losses are read from the device every {READ_EVERY} "
+                                f"iterations); the last good checkpoint is kept in {run_dir}")
+            for name, v in values.items():
+                sums[name] = sums.get(name, 0.0) + v
+        self.start = end
+        self._iterations, self._replay, self._rows = [], [], []
+        return values
 
 
 class StopRequest:

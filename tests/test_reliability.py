@@ -17,17 +17,25 @@ from cldiff_bench.io import atomic_write_json, load_tensors, read_json
 FAST = ["--stream", "digits-5", "--profile", "tiny", "--iterations", "3", "--no-eval", "--no-progress"]
 
 
-def test_nan_loss_stops_naming_task_and_iteration_and_keeps_the_checkpoint(tmp_path, capsys):
+@pytest.mark.parametrize("checkpoint_every, window, kept", [(1, (2, 3), 2), (0, (0, 3), 0)])
+def test_nan_loss_stops_naming_task_and_iteration_and_keeps_the_checkpoint(tmp_path, capsys, checkpoint_every,
+                                                                           window, kept):
+    """Losses are read from the device a window of iterations at a time (at every checkpoint, at the latest every
+    READ_EVERY iterations and at the task's end): the error names the window and the iteration, and the checkpoint
+    kept is the last one before the window, never one written after the loss diverged."""
     code = main(["--plugin", "tests.plugins.diverging_plugin", "run", "--strategy", "diverging", *FAST,
-                 "--checkpoint-every", "1", "--out", str(tmp_path)])
+                 "--checkpoint-every", str(checkpoint_every), "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2
-    assert "task 1, iteration 2" in err and "nan" in err.lower()
+    assert f"task 1 between iterations {window[0]} and {window[1]} (first at iteration 2" in err, err
+    assert "nan" in err.lower()
     run_dir = tmp_path / "digits-5/tiny/diverging/seed0"
     state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)
-    assert state["position"] == {**state["position"], "task": 1, "iteration": 2}
+    assert state["position"] == {**state["position"], "task": 1, "iteration": kept}
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert not (run_dir / "result.json").exists()
+    rows = (run_dir / "losses.csv").read_text().splitlines()
+    assert rows[-1].startswith("1,2,nan")  # the diverged iteration is logged, the run stops there
 
 
 def test_checkpoint_of_another_strategy_or_version_is_refused(tmp_path):
