@@ -1,11 +1,12 @@
-"""`cldiff-bench sweep`: a grid of runs on this machine or a Slurm cluster, through submitit (issue #17)."""
+"""`cldiff-bench sweep`: a grid of runs on this machine or a Slurm cluster, through submitit (the `cluster` extra).
+
+grid.py reads the grid (command line or TOML) into cells, cell.py is one cell as a submitit job, executors.py
+submits them (local, slurm, debug), claim.py keeps two sweeps from running one cell, status.py says where a sweep
+stands, manifest.py and files.py hold what the sweep directory keeps. Nothing here imports submitit or torch at
+import time.
+"""
 from __future__ import annotations
 
+from .command import add_sweep_parser, cmd_sweep
 
-def add_sweep_parser(sub) -> None:
-    sub.add_parser("sweep", help="run a grid of cells (strategies x streams x seeds) locally or on Slurm")
-
-
-def cmd_sweep(args, registry) -> int:
-    from ..errors import UserError
-    raise UserError("cldiff-bench sweep is not finished yet")
+__all__ = ["add_sweep_parser", "cmd_sweep"]

@@ -1,0 +1,94 @@
+"""Claims: at most one process runs a cell at a time, across sweeps and machines that share the output folder.
+
+A claim is an exclusive `flock` on a hidden file beside the cell's run directory (`.seed0.claim` next to
+`seed0/`: inside it, `run` would find a file it does not know and refuse the directory). The cell's process
+takes it before it starts the run and the run inherits the descriptor, so the claim lasts until both are gone.
+The kernel drops the lock when they end, however they end (an error, SIGKILL, a crash; on NFS the server drops a
+dead client's locks when its lease runs out), so a stale claim never blocks: a claim file a dead process left
+behind is claimable at once. The file names its holder for `sweep status`, and is removed on release.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+
+def claim_path(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}.claim"
+
+
+class Claim:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def acquire(self, holder: dict, tries: int = 20, delay_s: float = 0.1) -> bool:
+        """Take the claim; False when another live process holds it. Tried for a moment (`tries` x `delay_s`),
+        so that a `sweep status` looking at the claim just then is not taken for a holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(tries):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                time.sleep(delay_s)
+                continue
+            # Released (and removed) between our open and our lock: the lock is on a file no one else will see.
+            if not _same_file(fd, self.path):
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(holder).encode())
+            self.fd = fd
+            return True
+        return False
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            if _same_file(self.fd, self.path):
+                self.path.unlink()
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def is_claimed(path: Path) -> bool:
+    """Whether a live process holds the claim (looked at without taking it for longer than a moment)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a shared lock we took
+    return False
+
+
+def claim_holder(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text() or "null")
+    except (OSError, ValueError):
+        return None
