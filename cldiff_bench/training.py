@@ -61,8 +61,8 @@ def train_task(context: RunContext, k: int, start: int, optimizer_state: dict | 
         for it in bar:
             epoch, pos = divmod(it, per_epoch)
             if epoch != perm_epoch:
-                perm = host_to_device(torch.randperm(len(data), generator=generator(seed, k, epoch, PURPOSE_DATA_ORDER)),
-                                      device)
+                order = torch.randperm(len(data), generator=generator(seed, k, epoch, PURPOSE_DATA_ORDER))
+                perm = host_to_device(order, device)
                 perm_epoch = epoch
             idx = perm[pos * budget.batch_size:(pos + 1) * budget.batch_size]
             x0 = to_model_range(images[idx])
@@ -76,13 +76,14 @@ def train_task(context: RunContext, k: int, start: int, optimizer_state: dict | 
                         group["lr"] = budget.learning_rate_at(it, total)
                 losses.add(it, training_step(context.core, strategy, batch, optimizer))
             periodic = settings.checkpoint_every and (it + 1) % settings.checkpoint_every == 0
-            if periodic or stop.requested or (it + 1) % READ_EVERY == 0 or it + 1 == total:
+            stopping = stop.requested  # once: a signal arriving later must not checkpoint losses not yet read
+            if periodic or stopping or (it + 1) % READ_EVERY == 0 or it + 1 == total:
                 last = losses.read_into(loss_log, sums, run_dir)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
-            if (periodic or stop.requested) and it + 1 < total:
+            if (periodic or stopping) and it + 1 < total:
                 loss_log.flush()
                 checkpoint(it + 1, dict(sums), optimizer.state_dict())
-            if stop.requested:
+            if stopping:
                 raise Interrupted(f"{stop.signal_name} at task {k}, iteration {it + 1}; checkpoint written to "
                                   f"{run_dir}, continue with --resume")
     finally:
@@ -135,9 +136,9 @@ class LossWindow:
             loss_log.write(self.task, it, values)
             if not math.isfinite(values["loss"]):
                 loss_log.flush()
-                raise UserError(f"the loss became {values['loss']} at task {self.task} between iterations {self.start} and {end} "
-                                f"(first at iteration {it}; losses are read from the device every {READ_EVERY} "
-                                f"iterations); the last good checkpoint is kept in {run_dir}")
+                raise UserError(f"the loss became {values['loss']} at task {self.task} between iterations "
+                                f"{self.start} and {end} (first at iteration {it}; losses are read from the device "
+                                f"every {READ_EVERY} iterations); the last good checkpoint is kept in {run_dir}")
             for name, v in values.items():
                 sums[name] = sums.get(name, 0.0) + v
         self.start = end
