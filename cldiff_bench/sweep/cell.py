@@ -120,7 +120,7 @@ class _Job(submitit.helpers.Checkpointable):
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                           pass_fds=pass_fds)
             try:
-                return self._proc.wait()
+                return self._wait_for_run()
             except KeyboardInterrupt:  # the job was cancelled: the run stops at a checkpoint, then so do we
                 self._stop_run()
                 self._record("interrupted", returncode=self._proc.returncode)
@@ -137,17 +137,26 @@ class _Job(submitit.helpers.Checkpointable):
                 self._record("failed", returncode=None, last_line=traceback.format_exc().strip().splitlines()[-1])
                 raise  # a debugger's post-mortem (the debug executor's) sees the run's own frames
 
+    def _wait_for_run(self, timeout_s: float | None = None) -> int | None:
+        """The run's exit status (None if it is still running after `timeout_s`). Polled, never a blocking wait:
+        submitit's signal handler, which stops the run and waits for it in `checkpoint()`, runs on top of this
+        wait, and a blocking `Popen.wait` holds a lock that the handler's own wait would then never get."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            returncode = self._proc.poll()
+            if returncode is not None or (deadline is not None and time.monotonic() > deadline):
+                return returncode
+            time.sleep(0.2)
+
     def _stop_run(self) -> None:
         """Ask the run to stop (it finishes its iteration, writes a checkpoint and exits 130), and wait for it."""
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
         proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+        if self._wait_for_run(STOP_TIMEOUT_S) is None:
             proc.kill()
-            proc.wait()
+            self._wait_for_run(10)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Called by submitit when the job is preempted or about to time out: stop the run at a checkpoint and
