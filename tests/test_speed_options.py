@@ -52,11 +52,31 @@ def test_unknown_channels_last_mode_is_refused_with_the_choices():
 
 
 @pytest.mark.slow  # compiling takes minutes on a CPU
-def test_compiled_unet_samples_the_same_and_every_forward_is_still_counted():
-    plain, compiled = make_core(channels_last="off"), make_core(channels_last="off", compile=True)
-    expected = plain.generate(plain.model, SEEDS, 2)
-    torch.testing.assert_close(compiled.generate(compiled.model, SEEDS, 2), expected, atol=1e-4, rtol=0)
-    assert compiled.meter.snapshot()["counts"] == plain.meter.snapshot()["counts"]
+def test_compiled_unet_samples_the_same_compiles_once_per_role_and_every_forward_is_still_counted():
+    from torch._dynamo.utils import counters
+
+    plain, compiled = make_core(channels_last="off"), make_core(compile=True)
+    graphs = lambda: counters["stats"]["unique_graphs"]  # noqa: E731 (dynamo's count of graphs it compiled)
+    expected = plain.generate(plain.make_teacher(), SEEDS, 2)
+    torch.testing.assert_close(compiled.generate(compiled.make_teacher(), SEEDS, 2), expected, atol=1e-4, rtol=0)
+    after_first = graphs()
+    # Another teacher, a frozen student copy and a smaller batch reuse the sampling graph: weights are its inputs,
+    # the batch dimension is dynamic.
+    torch.testing.assert_close(compiled.generate(compiled.frozen_copy(role="student"), SEEDS[:4], 2), expected[:4],
+                               atol=1e-4, rtol=0)
+    compiled.generate(compiled.make_teacher(plain.model.state_dict()), SEEDS[:3], 2)
+    assert graphs() == after_first
+    # Training: one graph for the forward and backward at the batch size and at a smaller last batch.
+    assert one_training_loss(compiled) == pytest.approx(one_training_loss(plain), rel=1e-4)
+    after_training = graphs()
+    g = torch.Generator().manual_seed(1)
+    x_t, t, noise = compiled.training_targets(torch.rand(3, 1, 32, 32, generator=g) * 2 - 1, g)
+    F.mse_loss(compiled.model(x_t, t), noise).backward()
+    assert graphs() == after_training
+    # Every forward counted: 2 steps of 6 + 3 teacher samples, 2 of 4 student samples, training batches of 4 and 3.
+    counts = compiled.meter.snapshot()["counts"]
+    assert counts["teacher_forward"] == 2 * (6 + 3) and counts["images_generated"] == 6 + 4 + 3
+    assert counts["student_forward"] == 2 * 4 + 4 + 3 and counts["student_backward"] == 4 + 3
     assert set(compiled.model.state_dict()) == set(plain.model.state_dict())  # checkpoints are unaffected
 
 
