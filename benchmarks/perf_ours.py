@@ -1,5 +1,5 @@
 """The suite's side of the benchmark: the paper presets through DiffusionCore and the registered strategies, each
-training iteration exactly as the runner performs it."""
+training iteration the runner's own step (training.training_step), not a copy of it."""
 from __future__ import annotations
 
 import itertools
@@ -12,7 +12,7 @@ from cldiff_bench.diffusion.unet import model_config
 from cldiff_bench.profiles import STUDY_LEARNING_RATE
 from cldiff_bench.registry import load_registry
 from cldiff_bench.strategy import PURPOSE_REPLAY_SAMPLES, Batch
-from cldiff_bench.training import GRAD_CLIP
+from cldiff_bench.training import training_step
 
 STREAMS = {"fmnist": ("fmnist-5", "paper-fmnist", (1, 32, 32)),
            "cifar10": ("cifar10-5", "paper-cifar10", (3, 32, 32))}
@@ -48,22 +48,14 @@ class Ours:
             self._strategies[name] = strategy
         return self._strategies[name]
 
-    def iteration(self, name: str, x0: torch.Tensor) -> float:
-        """One training iteration as training.train_task performs it."""
+    def iteration(self, name: str, x0: torch.Tensor) -> torch.Tensor:
+        """One training iteration: the step train_task takes (its loss stays on the device, as in a run)."""
         strategy = self.strategy(name)
-        batch = Batch(x0=x0, labels=torch.zeros(len(x0), dtype=torch.long), task=strategy.task,
+        batch = Batch(x0=x0, labels=torch.zeros(len(x0), dtype=torch.long, device=x0.device), task=strategy.task,
                       iteration=next(self._calls), seed=0)
-        with self.core.autocast():
-            terms = strategy.batch_loss(batch)
-        if not torch.isfinite(terms.total):
-            raise RuntimeError("non-finite loss in the benchmark iteration")
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        torch.nn.utils.clip_grad_norm_(self.core.model.parameters(), GRAD_CLIP)
-        self.optimizer.step()
-        return terms.as_floats()["loss"]
+        return training_step(self.core, strategy, batch, self.optimizer).total.detach()
 
-    def train_step(self, x0: torch.Tensor) -> float:
+    def train_step(self, x0: torch.Tensor) -> torch.Tensor:
         return self.iteration("naive", x0)
 
     def generate(self, n: int, steps: int, eta: float = 0.0) -> torch.Tensor:
