@@ -137,6 +137,9 @@ def test_the_shipped_study_claims_load_and_state_the_reference_facts():
                 (metric, "naive", "gr", "cifar10-5")} <= pairs
     assert {("accuracy", "joint", "gd", None), ("accuracy", "gd", "gr", None), ("accuracy", "gr", "naive", None),
             ("accuracy", "gd", "naive", None), ("ard", "joint", "naive", None), ("ard", "gd", "gr", None)} <= pairs
+    # the bounds and the headline, each compared directly (not only through a chain of neighbours)
+    assert {(m, "joint", "naive", None) for m in ("fid", "kld", "ard", "accuracy")} <= pairs
+    assert {(m, "gd", "gr", None) for m in ("fid", "kld", "ard")} <= pairs
 
 
 @pytest.mark.parametrize("text, problem", [
