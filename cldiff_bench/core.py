@@ -5,14 +5,14 @@ through exactly the same code, and every network evaluation is counted.
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from .cost import CostMeter
-from .diffusion import DDIMSampler, NoiseSchedule, UNet, UNetConfig
+from .diffusion import NoiseSchedule, UNet, UNetConfig
+from .diffusion.samplers import DEFAULT_SAMPLER, Sampler, SamplerSpec, get_sampler
 from .diffusion.seeding import derive_seed
 
 SEED_PURPOSE_INIT = 0x1A17
@@ -101,7 +101,8 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 class DiffusionCore:
     def __init__(self, config: UNetConfig, image_shape: tuple[int, int, int], device: torch.device,
                  meter: CostMeter | None = None, init_seed: int = 0, precision: str = "fp32",
-                 speed: SpeedOptions | None = None, ema_decay: float | None = None):
+                 speed: SpeedOptions | None = None, ema_decay: float | None = None,
+                 samplers: dict[str, SamplerSpec] | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
@@ -110,7 +111,6 @@ class DiffusionCore:
         self.image_shape = tuple(image_shape)
         self.device = torch.device(device)
         self.meter = meter or CostMeter(self.device)
-        self._compiled: dict[bool, object] = {}  # training or not -> the U-Net's compiled forward (speed.compile)
         # Initialise from a keyed generator so the weights depend on the seed alone, not on earlier global draws.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(init_seed, SEED_PURPOSE_INIT))
@@ -126,7 +126,9 @@ class DiffusionCore:
         if ema_decay is not None:
             self.reset_ema()
         self.schedule = NoiseSchedule(device=self.device)
-        self._samplers: dict[tuple[int, float], DDIMSampler] = {}
+        # The samplers `generate` may be asked for by name (default: the built-in ones; a registry's with plugins').
+        self.samplers = samplers
+        self._samplers: dict[tuple[str, int, float], Sampler] = {}
 
     def _prepare(self, model: nn.Module, training: bool) -> None:
         if self.speed.channels_last == "all" or (self.speed.channels_last == "inference" and not training):
@@ -139,25 +141,7 @@ class DiffusionCore:
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
                     module.to(torch.bfloat16)
         if self.speed.compile:
-            self._compile(model, training)
-
-    def _compile(self, model: nn.Module, training: bool) -> None:
-        """Run `model`'s forward through one compiled function per role (the student's training forward; every
-        frozen copy's, teachers and metric samplers alike). The weights are inputs of the compiled graph, so a new
-        copy reuses it instead of compiling again, and the batch dimension is dynamic, so a smaller last batch
-        does too. The module's own call stays eager, and with it the cost meter's hooks that count NFEs."""
-        if training not in self._compiled:
-            self._compiled[training] = torch.compile(type(model).forward,
-                                                     mode="reduce-overhead" if self.device.type == "cuda" else None)
-        compiled, owner = self._compiled[training], weakref.ref(model)  # weak: no cycle keeps a copy alive
-
-        def forward(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            torch._dynamo.maybe_mark_dynamic(x, 0)
-            if t.dim() > 0:
-                torch._dynamo.maybe_mark_dynamic(t, 0)
-            return compiled(owner(), x, t)
-
-        model.forward = forward
+            model.compile(mode="reduce-overhead" if self.device.type == "cuda" else None)
 
     # --- sampling weights ----------------------------------------------------------------------------------------
     def reset_ema(self) -> None:
@@ -203,11 +187,12 @@ class DiffusionCore:
     def num_timesteps(self) -> int:
         return self.schedule.num_timesteps
 
-    def sampler(self, steps: int, eta: float = 0.0) -> DDIMSampler:
-        """Samplers are built once per (steps, eta) and reused: their grids live on the device."""
-        key = (int(steps), float(eta))
+    def sampler(self, steps: int, eta: float = 0.0, name: str = DEFAULT_SAMPLER) -> Sampler:
+        """The sampler registered as `name` (DDIM by default), built once per (name, steps, eta) and reused: their
+        grids live on the device."""
+        key = (name, int(steps), float(eta))
         if key not in self._samplers:
-            self._samplers[key] = DDIMSampler(self.schedule, steps, eta)
+            self._samplers[key] = get_sampler(name, self.samplers).build(self.schedule, int(steps), float(eta))
         return self._samplers[key]
 
     def make_teacher(self, state_dict: dict | None = None) -> nn.Module:
@@ -215,10 +200,12 @@ class DiffusionCore:
         counted as teacher NFEs. Call it under `autocast()`: with bf16 precision its weights are bfloat16."""
         return self.frozen_copy(state_dict, role="teacher")
 
-    def frozen_copy(self, state_dict: dict | None = None, role: str = "teacher") -> nn.Module:
+    def frozen_copy(self, state_dict: dict | None = None, role: str = "teacher",
+                    config: UNetConfig | None = None) -> nn.Module:
         """The sampling weights (or `state_dict`) frozen for sampling, in the inference memory format and weight
-        precision; its forwards are counted as `role` (as evaluation NFEs inside the evaluation phase)."""
-        copy = UNet(self.config).to(self.device)
+        precision; its forwards are counted as `role` (as evaluation NFEs inside the evaluation phase). `config`:
+        of another model than the core's own of the same architecture (a distilled teacher's prediction type)."""
+        copy = UNet(config or self.config).to(self.device)
         copy.load_state_dict(state_dict if state_dict is not None else self.sampling_state_dict())
         copy.eval().requires_grad_(False)
         self._prepare(copy, training=False)
@@ -226,13 +213,17 @@ class DiffusionCore:
         return copy
 
     @torch.no_grad()
-    def generate(self, model: nn.Module, seeds: list[int], steps: int, eta: float = 0.0) -> torch.Tensor:
-        """DDIM samples in [-1, 1], image i determined by seeds[i]. Sampling is fastest from a `frozen_copy`."""
+    def generate(self, model: nn.Module, seeds: list[int], steps: int, eta: float = 0.0,
+                 sampler: str = DEFAULT_SAMPLER) -> torch.Tensor:
+        """Samples in [-1, 1] (DDIM unless another registered `sampler` is named), image i determined by seeds[i];
+        the model's output read as its configuration's prediction type. Fastest from a `frozen_copy`."""
+        prediction = getattr(getattr(model, "config", None), "prediction", "epsilon")
         was_training = model.training
         model.eval()
         try:
             with self.autocast():
-                images = self.sampler(steps, eta).sample(model, seeds, self.image_shape, device=self.device)
+                images = self.sampler(steps, eta, sampler).sample(model, seeds, self.image_shape, device=self.device,
+                                                                  prediction=prediction)
         finally:
             model.train(was_training)
         self.meter.add_generated(len(seeds))

@@ -1,7 +1,8 @@
 """DDIM sampling (Song et al., 2021) with "trailing" timestep spacing, as used by the study.
 
-The sampler holds no model: any callable eps = model(x_t, t) can be sampled, which is how teachers, students and
-future distilled few-step models share one interface.
+The sampler holds no model: any callable output = model(x_t, t) can be sampled, which is how teachers, students and
+distilled few-step models share one interface; what the output means (epsilon, v or x0) is the `prediction` passed
+to `sample` (see parameterisation.py). Registered as the sampler "ddim" (samplers.py), the default.
 """
 from __future__ import annotations
 
@@ -10,16 +11,16 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .parameterisation import X0_DENOMINATOR_EPSILON, check_prediction, x0_and_eps
 from .schedule import NoiseSchedule
 from .seeding import per_sample_normal
 
-EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # or a v / x0 model: see `sample`'s prediction
 
 # Zero terminal SNR makes alpha_bar at t = T-1 exactly 0, so x0 = (x - sqrt(1-a) eps) / sqrt(a) divides by zero.
 # The study's code divides by sqrt(alpha_bar + 1e-8) at every step (not only the terminal one) and relies on the
 # clamp of x0 to [-1, 1]; so do we. A floor, max(alpha_bar, 1e-8), is not the same: the added 1e-8 shifts every step
-# a little, and over 100 steps the two drift apart by O(1).
-X0_DENOMINATOR_EPSILON = 1e-8
+# a little, and over 100 steps the two drift apart by O(1). (The constant lives in parameterisation.py.)
 
 
 def trailing_timesteps(num_steps: int, num_train_timesteps: int = 1000) -> list[int]:
@@ -65,10 +66,13 @@ class DDIMSampler:
                 "timestep_spacing": "trailing", "timesteps": list(self.timesteps),
                 "x0_denominator": f"sqrt(alpha_bar + {self.x0_epsilon:g})"}
 
-    def step(self, eps: torch.Tensor, i: int, x: torch.Tensor, noise: torch.Tensor | None = None):
-        """One DDIM update from step i of the grid; returns (x_prev, predicted x0)."""
+    def step(self, eps: torch.Tensor, i: int, x: torch.Tensor, noise: torch.Tensor | None = None,
+             prediction: str = "epsilon"):
+        """One DDIM update from step i of the grid; returns (x_prev, predicted x0). `eps` is the model's output,
+        the noise for an epsilon model (else its v or x0: `prediction`)."""
         ab_t, ab_prev, sigma = self._ab_t[i], self._ab_prev[i], self._sigma[i]
-        x0 = (x - (1 - ab_t).sqrt() * eps) / (ab_t + self.x0_epsilon).sqrt()
+        # As diffusers does, eps stays as predicted when x0 is clipped.
+        x0, eps = x0_and_eps(eps, x, ab_t, prediction, self.x0_epsilon)
         if self.clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
         direction = (1 - ab_prev - sigma**2).clamp(0.0, 1.0).sqrt() * eps
@@ -79,8 +83,9 @@ class DDIMSampler:
 
     @torch.no_grad()
     def sample(self, model: EpsModel, seeds: Sequence[int], image_shape: Sequence[int],
-               device=None, dtype=torch.float32) -> torch.Tensor:
+               device=None, dtype=torch.float32, prediction: str = "epsilon") -> torch.Tensor:
         """Draw len(seeds) images; image i depends only on seeds[i] (and the model), never on the batch."""
+        check_prediction(prediction)
         device = device if device is not None else self.schedule.device
         draws = 1 + (self.num_steps if self.eta > 0 else 0)
         noise = per_sample_normal(seeds, (draws, *image_shape), device=device, dtype=dtype)
@@ -89,5 +94,5 @@ class DDIMSampler:
         for i in range(self.num_steps):
             t = self._t_tensor[i].expand(n)
             eps = model(x, t)
-            x, _ = self.step(eps.to(x.dtype), i, x, noise[:, 1 + i] if self.eta > 0 else None)
+            x, _ = self.step(eps.to(x.dtype), i, x, noise[:, 1 + i] if self.eta > 0 else None, prediction)
         return x

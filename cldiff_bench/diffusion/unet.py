@@ -1,4 +1,4 @@
-"""A compact, configurable U-Net for epsilon prediction.
+"""A compact, configurable U-Net for epsilon prediction (or v or x0: `UNetConfig.prediction`).
 
 The block structure follows diffusers' UNet2DModel (the network the original study trained), so that the paper
 presets have the study's parameter counts and the speed benchmark compares like with like: ResNet blocks with
@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .parameterisation import check_prediction
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -27,8 +29,12 @@ class UNetConfig:
     attention_head_dim: int = 8
     norm_groups: int = 32
     dropout: float = 0.0
+    # What the output means: epsilon (the study's), v or x0 (see parameterisation.py). Not the architecture, but a
+    # property of the trained weights that samplers and losses read; distilled few-step models use v.
+    prediction: str = "epsilon"
 
     def __post_init__(self):
+        check_prediction(self.prediction)
         if not self.channels or any(c <= 0 for c in self.channels):
             raise ValueError(f"channels must be positive, got {self.channels}")
         if self.layers_per_block < 1:
@@ -44,6 +50,9 @@ class UNetConfig:
         d = asdict(self)
         d["channels"] = list(self.channels)
         d["attention_levels"] = list(self.attention_levels)
+        if self.prediction == "epsilon":
+            # Left out at its default, so the configurations (and hashes) recorded before the field existed stay.
+            del d["prediction"]
         return d
 
     @classmethod
