@@ -8,7 +8,7 @@ A metric passes when |mean_bf16 - mean_fp32| <= 2 * sqrt(se_bf16^2 + se_fp32^2) 
 Exit status 1 when one does not. The default is the published board's budget, where the metrics vary with the
 model (at the tiny profile every seed scored the same degenerate KLD, so no difference could show).
 `--fp32-results` reuses float32 runs of the same configuration (e.g. the board's own, every profile being float32)
-instead of training them again. Cells run two at a time with one thread each and resume after an interruption.
+instead of training them again; it is only read, never written. Cells run two at a time with one thread each and resume after an interruption.
 bfloat16 needs a CPU with native bfloat16 (or a GPU); elsewhere it is emulated and slow, but the comparison holds.
 """
 from __future__ import annotations
@@ -62,7 +62,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s != ""]
     roots = {"fp32": args.fp32_results or args.out / "fp32", "bf16": args.out / "bf16"}
-    results = {pr: run_cells(roots[pr], pr, seeds, args) for pr in PRECISIONS}
+    results = {"bf16": run_cells(roots["bf16"], "bf16", seeds, args)}
+    if args.fp32_results:  # read only: another process (a sweep) may still be writing what is missing
+        missing = [s for s in seeds if not cell_result(roots["fp32"], args, s).is_file()]
+        if missing:
+            raise SystemExit(f"--fp32-results {roots['fp32']} lacks the float32 runs of seeds {missing}")
+        results["fp32"] = [json.loads(cell_result(roots["fp32"], args, s).read_text()) for s in seeds]
+    else:
+        results["fp32"] = run_cells(roots["fp32"], "fp32", seeds, args)
     for pr, runs in results.items():
         wrong = [r["config"]["seed"] for r in runs if r["config"].get("precision", "fp32") != pr]
         if wrong:
