@@ -16,7 +16,8 @@ from collections import Counter
 import torch
 from torch import nn
 
-PHASES = ("train", "replay_generation", "evaluation")
+# teacher_distillation: a teacher strategy's teacher accelerator (option teacher_accel) and `cldiff-bench distill`.
+PHASES = ("train", "replay_generation", "evaluation", "teacher_distillation")
 TRAINING_COUNTERS = ("student_forward", "student_backward", "teacher_forward", "images_generated")
 # Work done while evaluating is kept apart, so training NFEs compare across evaluation settings.
 COUNTERS = TRAINING_COUNTERS + ("evaluation_forward", "evaluation_images_generated")
@@ -183,7 +184,8 @@ class CostMeter:
     @staticmethod
     def difference(after: dict, before: dict) -> dict:
         return {"counts": {k: after["counts"][k] - before["counts"][k] for k in COUNTERS},
-                "seconds": {k: after["seconds"][k] - before["seconds"][k] for k in PHASES}}
+                # .get: a snapshot checkpointed before a phase existed has none of its time
+                "seconds": {k: after["seconds"].get(k, 0.0) - before["seconds"].get(k, 0.0) for k in PHASES}}
 
     def state_dict(self) -> dict:
         return self.snapshot()

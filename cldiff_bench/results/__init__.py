@@ -72,7 +72,8 @@ def build_result(records: list[dict], config: dict, config_digest: str, stream, 
     device, the evaluator's description (None when not evaluated) and the wall time."""
     metrics = metric_matrix(records)
     totals = {"counts": {c: sum(r["cost"]["counts"][c] for r in records) for c in COUNTERS},
-              "seconds": {p: sum(r["cost"]["seconds"][p] for r in records) for p in PHASES}}
+              # .get: a task recorded before a phase existed (a run resumed across versions) spent no time in it
+              "seconds": {p: sum(r["cost"]["seconds"].get(p, 0.0) for r in records) for p in PHASES}}
     return {
         "schema_version": SCHEMA_VERSION,
         "suite": {"name": "cldiff-bench", "version": __version__, "git": git_revision()},
