@@ -1,5 +1,5 @@
-"""The built-in streams, model presets and FID feature extractors, registered through the same hooks a
-third-party plugin implements."""
+"""The built-in streams, model presets, FID feature extractors, samplers and distillation methods, registered
+through the same hooks a third-party plugin implements."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -74,3 +74,15 @@ def cldiff_bench_extractors():
                       "torch-fidelity feeds its own", _lazy("build_offline_inception_extractor"),
                       _lazy("offline_inception_identity"), describe=_lazy("describe_offline_inception")),
     ]
+
+
+@hookimpl
+def cldiff_bench_samplers():
+    from .diffusion.samplers import BUILTIN_SAMPLERS
+    return list(BUILTIN_SAMPLERS.values())
+
+
+@hookimpl
+def cldiff_bench_distillers():
+    from .distill import BUILTIN_METHODS
+    return list(BUILTIN_METHODS.values())

@@ -3,14 +3,16 @@ model file written by `cldiff-bench import-unet`, or a run's per-task model (`mo
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from .diffusion.diffusers_import import MODEL_FILE_FORMAT, load_diffusers_unet, load_model_file
+from .diffusion.samplers import DEFAULT_SAMPLER
 from .diffusion.unet import UNet, UNetConfig
 from .errors import UserError
-from .io import load_tensors
+from .io import atomic_torch_save, load_tensors
 
 
 def read_model(path) -> tuple[UNetConfig | None, dict]:
@@ -36,7 +38,7 @@ def weights_for(path, expected: UNetConfig) -> dict:
 def checked_weights(path, config: UNetConfig | None, state: dict, expected: UNetConfig) -> dict:
     """`state` (read from `path` with its `config`, if the file has one) checked against `expected`."""
     if config is not None and config != expected:
-        theirs, ours = config.to_dict(), expected.to_dict()
+        theirs, ours = asdict(config), asdict(expected)  # every field, the prediction type too
         diff = ", ".join(f"{k} {theirs[k]} != {ours[k]}" for k in ours if theirs.get(k) != ours[k])
         raise UserError(f"{path} holds a U-Net of another architecture than this run's model ({diff}); pick the "
                         f"matching --model preset")
@@ -56,3 +58,26 @@ def fingerprint(path) -> dict:
     for f in files:
         h.update(f.read_bytes())
     return {"name": path.name, "sha256": h.hexdigest()[:16]}
+
+
+def save_model_file(path, config: UNetConfig, state: dict, sampling: dict | None = None, **extra) -> None:
+    """Write a model file (the format `import-unet` writes, read by `score`, `run --init-model` and `distill`),
+    atomically; `sampling` ({"sampler", "steps"}) says how the model is meant to be sampled, `extra` what made it."""
+    doc = {"format": MODEL_FILE_FORMAT, "unet_config": config.to_dict(),
+           "state_dict": {k: v.detach().cpu() for k, v in state.items()}, **extra}
+    if sampling is not None:
+        doc["sampling"] = dict(sampling)
+    atomic_torch_save(doc, Path(path))
+
+
+def model_sampling(path) -> dict:
+    """How the model in `path` is meant to be sampled: {"sampler": name, "steps": N or None}; DDIM at the caller's
+    steps for a model file that says nothing (every file but a distilled model's) and a diffusers folder."""
+    path = Path(path).expanduser()
+    recorded = {}
+    if path.is_file():
+        doc = load_tensors(path)
+        if isinstance(doc, dict) and doc.get("format") == MODEL_FILE_FORMAT and isinstance(doc.get("sampling"), dict):
+            recorded = doc["sampling"]
+    return {"sampler": str(recorded.get("sampler", DEFAULT_SAMPLER)),
+            "steps": int(recorded["steps"]) if recorded.get("steps") is not None else None}

@@ -26,3 +26,12 @@ class PluginSpecs:
     @hookspec
     def cldiff_bench_extractors(self):
         """Return a list of `ExtractorSpec`s: FID feature extractors (`--extractor NAME`)."""
+
+    @hookspec
+    def cldiff_bench_samplers(self):
+        """Return a list of `SamplerSpec`s (diffusion/samplers.py): samplers a model can be drawn with by name."""
+
+    @hookspec
+    def cldiff_bench_distillers(self):
+        """Return a list of `DistillMethod` subclasses (distill/base.py), each with a unique `name`: the methods of
+        `cldiff-bench distill` and of the teacher strategies' option teacher_accel."""

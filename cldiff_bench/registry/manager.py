@@ -16,13 +16,14 @@ import pluggy
 
 from ..errors import UserError, unknown_name
 from .hookspecs import ENTRY_POINT_GROUP, PROJECT, PluginSpecs
+from ..diffusion.samplers import SamplerSpec
 from .specs import ExtractorSpec
 
 # What an uninstalled checkout registers (the same modules the package's entry points name).
 BUILTIN_PLUGIN_MODULES = ("cldiff_bench.builtin_plugin", "cldiff_bench_strategies")
 OWN_DISTRIBUTION = "cldiff-bench"
 # How a kind is named in messages, where it differs from its key.
-KIND_NAMES = {"extractor": "FID feature extractor"}
+KIND_NAMES = {"extractor": "FID feature extractor", "distiller": "distillation method"}
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class Registry:
                 "stream": self._collect("cldiff_bench_streams", lambda r: [(s.name, s) for s in r]),
                 "model preset": self._collect("cldiff_bench_model_presets", lambda r: list(dict(r).items())),
                 "extractor": self._collect("cldiff_bench_extractors", _extractor_items),
+                "sampler": self._collect("cldiff_bench_samplers", _sampler_items),
+                "distiller": self._collect("cldiff_bench_distillers", lambda r: [(d.name, d) for d in r]),
             }
         return self._cache
 
@@ -124,6 +127,13 @@ class Registry:
     def extractor(self, name: str) -> ExtractorSpec:
         return self.get("extractor", name)
 
+    def samplers(self) -> dict[str, SamplerSpec]:
+        """{name: SamplerSpec} of every registered sampler (what `DiffusionCore(samplers=)` takes)."""
+        return {name: entry.obj for name, entry in self.entries("sampler").items()}
+
+    def distiller(self, name: str):
+        return self.get("distiller", name)
+
     def extractors(self) -> dict[str, ExtractorSpec]:
         """{name: ExtractorSpec} of every registered FID feature extractor (what `Evaluator(extractors=)` takes)."""
         return {name: entry.obj for name, entry in self.entries("extractor").items()}
@@ -135,6 +145,15 @@ def _extractor_items(result) -> list[tuple[str, ExtractorSpec]]:
         if not isinstance(spec, ExtractorSpec):
             raise UserError(f"cldiff_bench_extractors must return ExtractorSpecs, got {type(spec).__name__} "
                             f"{spec!r:.80}")
+        items.append((spec.name, spec))
+    return items
+
+
+def _sampler_items(result) -> list[tuple[str, SamplerSpec]]:
+    items = []
+    for spec in result:
+        if not isinstance(spec, SamplerSpec):
+            raise UserError(f"cldiff_bench_samplers must return SamplerSpecs, got {type(spec).__name__} {spec!r:.80}")
         items.append((spec.name, spec))
     return items
 

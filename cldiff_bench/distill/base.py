@@ -1,0 +1,102 @@
+"""What a distillation method is: how it plans its rounds and what one update's loss is.
+
+A method is a class registered through the `cldiff_bench_distillers` hook (as strategies are through theirs), with
+
+    rounds(from_steps, target_steps, teacher_prediction)   the rounds from the teacher's steps down to the target
+    update(engine, z, pos, round_)                          one update's loss on the chains, and where they land
+
+and `forwards_per_update`: network evaluations per image of one update in a halving round (a backward not
+counted), which the cost meter is checked against (tests/test_distill.py).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .engine import Distillation
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round: a teacher sampled with `teacher_steps` steps taught to a student sampled with `student_steps`.
+    `self_taught`: the targets come from the student's own steps (no teacher copy in memory)."""
+    teacher_steps: int
+    student_steps: int
+    self_taught: bool = False
+
+    @property
+    def stride(self) -> int:
+        """Teacher steps per student step (2 halves, 1 only converts the prediction type)."""
+        return self.teacher_steps // self.student_steps
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DistillOptions:
+    """A distillation's settings, all recorded in its result."""
+    method: str
+    target_steps: int
+    from_steps: int = 64           # the teacher's sampling steps the first round starts from
+    updates: int = 200             # updates per round
+    batch_size: int = 64           # sampling-path chains, one image each per update
+    learning_rate: float = 1e-4    # Adam's, constant; a fresh optimizer every round, as in Salimans & Ho
+    ema_decay: float | None = 0.995  # the weights a round hands on are an EMA of its student's (None: the raw)
+
+    def __post_init__(self):
+        for name in ("target_steps", "from_steps", "updates", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+        if not self.learning_rate > 0 or self.learning_rate == float("inf"):
+            raise UserError(f"--learning-rate must be positive and finite, got {self.learning_rate}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise UserError(f"--ema-decay must lie strictly between 0 and 1 (0 turns it off), got {self.ema_decay}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_power_of_two(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def halving_rounds(from_steps: int, target_steps: int, self_taught: bool = False) -> list[Round]:
+    """from -> from / 2 -> ... -> target, both powers of two, target < from (a one-line error otherwise)."""
+    for name, steps in (("--target-steps", target_steps), ("--from-steps", from_steps)):
+        if not is_power_of_two(steps):
+            raise UserError(f"{name} must be a power of two (each round halves the steps), got {steps}")
+    if target_steps >= from_steps:
+        raise UserError(f"--target-steps {target_steps} must be smaller than the teacher's steps (--from-steps "
+                        f"{from_steps}): each round halves them")
+    if from_steps > 1000:
+        raise UserError(f"--from-steps must be at most the schedule's 1000 timesteps, got {from_steps}")
+    rounds, steps = [], from_steps
+    while steps > target_steps:
+        rounds.append(Round(steps, steps // 2, self_taught))
+        steps //= 2
+    return rounds
+
+
+class DistillMethod:
+    """Base of the distillation methods (see the module's docstring)."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    forwards_per_update: ClassVar[int] = 0
+
+    @classmethod
+    def rounds(cls, from_steps: int, target_steps: int, teacher_prediction: str) -> list[Round]:
+        raise NotImplementedError
+
+    @staticmethod
+    def update(engine: Distillation, z: torch.Tensor, pos: torch.Tensor,
+               round_: Round) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the loss to minimise, the chains after the round's `stride` teacher steps: where they continue)."""
+        raise NotImplementedError

@@ -1,0 +1,75 @@
+"""The `distill` subcommand's arguments and its call (the work is in runner.py, imported only when it runs)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..profiles import DEFAULT_PROFILE
+
+
+def _steps_list(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated step counts, got {text!r}") from None
+    if not steps or any(s < 1 for s in steps):
+        raise argparse.ArgumentTypeError(f"step counts must be whole numbers >= 1, got {text!r}")
+    return steps
+
+
+def add_distill_parser(sub) -> None:
+    d = sub.add_parser("distill", help="distil a saved model into a few-step sampler (progressive distillation or "
+                                       "direct self-distillation) and score it against plain DDIM")
+    d.add_argument("model", help="the model: a run's models/taskK.pt, a model file or a diffusers folder")
+    d.add_argument("--method", required=True, help="pd or dsd (or a plugin's; see `cldiff-bench list`)")
+    d.add_argument("--stream", required=True, help="the stream the model learnt (image size and channels, scoring)")
+    d.add_argument("--task", type=int, required=True, help="score against the classes seen after this task")
+    d.add_argument("-o", "--out", type=Path, required=True, help="output directory")
+    d.add_argument("--seed", type=int, default=0, help="class order and the chains' noise (default 0)")
+    d.add_argument("--profile", default=DEFAULT_PROFILE,
+                   help=f"image size, precision and evaluation settings: the run's profile (default {DEFAULT_PROFILE})")
+    d.add_argument("--model-preset", default=None, help="the preset of a bare state dict (default: the profile's)")
+    d.add_argument("--target-steps", type=int, default=1, help="sampling steps of the distilled model (default 1)")
+    d.add_argument("--from-steps", type=int, default=64,
+                   help="the teacher's sampling steps the first round starts from (default 64)")
+    d.add_argument("--updates", type=int, default=200, help="updates per round (default 200)")
+    d.add_argument("--batch-size", type=int, default=64, help="sampling-path chains per update (default 64)")
+    d.add_argument("--learning-rate", type=float, default=1e-4, help="Adam's learning rate (default 1e-4)")
+    d.add_argument("--ema-decay", type=float, default=0.995,
+                   help="each round hands on an EMA of its weights (default 0.995; 0 hands on the trained ones)")
+    d.add_argument("--eval-steps", type=_steps_list, default=(1, 2, 4, 8),
+                   help="score at these steps, distilled and plain DDIM (default 1,2,4,8)")
+    d.add_argument("--no-eval", action="store_true", help="distil only, no scores")
+    d.add_argument("--checkpoint-every", type=int, default=50, help="checkpoint every N updates (default 50)")
+    d.add_argument("--resume", action="store_true", help="continue from the output directory's checkpoint")
+    d.add_argument("--force", action="store_true", help="overwrite an output directory of another configuration")
+    d.add_argument("--threads", type=int, default=None, metavar="N", help="threads (default: one per core)")
+    d.add_argument("--data-root", default=None)
+    d.add_argument("--cache-dir", default=None)
+    d.add_argument("--device", default="auto")
+    d.add_argument("--extractor", default=None, help="FID features (see `cldiff-bench list`)")
+    d.add_argument("--num-generated", type=int, default=None, help="samples drawn and scored per step count")
+    d.add_argument("--inception-weights", default=None)
+    d.add_argument("--no-progress", action="store_true", help="no progress bars (the log lines stay)")
+
+
+def cmd_distill(args, registry) -> int:
+    from ..errors import UserError
+    from .runner import DistillRequest, distill
+
+    if args.num_generated is not None and args.num_generated <= 0:
+        raise UserError(f"--num-generated must be positive, got {args.num_generated}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be a whole number >= 1, got {args.threads}")
+    evaluation = {k: v for k, v in {"extractor": args.extractor, "num_generated": args.num_generated,
+                                    "inception_weights": args.inception_weights}.items() if v is not None}
+    request = DistillRequest(
+        model=args.model, method=args.method, stream=args.stream, task=args.task, out=args.out, seed=args.seed,
+        profile=args.profile, model_preset=args.model_preset, target_steps=args.target_steps,
+        from_steps=args.from_steps, updates=args.updates, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, ema_decay=args.ema_decay or None, eval_steps=args.eval_steps,
+        evaluate=not args.no_eval, evaluation=evaluation, data_root=args.data_root, cache_dir=args.cache_dir,
+        device=args.device, threads=args.threads, checkpoint_every=args.checkpoint_every, resume=args.resume,
+        force=args.force, progress=not args.no_progress)
+    print(distill(request, registry))
+    return 0

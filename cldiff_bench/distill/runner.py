@@ -1,0 +1,274 @@
+"""`cldiff-bench distill`: a saved model distilled into a few-step student, scored against plain DDIM.
+
+The output directory holds config.json (the request; its hash is the directory's identity, as a run's), the model
+after every round (models/stepsN.pt, sampled with N steps), model.pt (the target's), checkpoint.pt while it runs and
+distill.json: the rounds, the cost (updates, network evaluations by the cost meter, time) and, unless --no-eval,
+FID, KLD and ARD of the distilled models at 1, 2, 4 and 8 steps beside the input model's with plain DDIM at the same
+steps. The scores are `cldiff-bench score`'s: the same sample seeds, so `score models/steps4.pt --steps 4` repeats
+the distilled 4-step figure.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .. import __version__
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..core import DiffusionCore
+from ..cost import CostMeter, device_name
+from ..diffusion.samplers import DEFAULT_SAMPLER
+from ..diffusion.seeding import derive_seeds
+from ..diffusion.unet import model_config
+from ..errors import UserError
+from ..io import atomic_write_bytes, atomic_write_json, check_writable_dir, read_json
+from ..model_source import checked_weights, fingerprint, read_model, save_model_file
+from ..paths import cache_dir as default_cache_dir
+from ..profiles import DEFAULT_PROFILE, evaluation_settings, get_profile
+from ..registry import Registry
+from ..results import git_revision, package_versions
+from ..rundir import config_hash
+from ..scoring import PURPOSE_SCORE
+from ..settings import recorded_evaluation, resolve_device
+from ..streams.datasets import resolve_data_root
+from ..training import StopRequest
+from .base import DistillOptions
+from .engine import Distillation
+from .objective import student_config
+
+CONFIG_NAME, CHECKPOINT_NAME, RESULT_NAME, MODEL_NAME = "config.json", "checkpoint.pt", "distill.json", "model.pt"
+EVAL_STEPS = (1, 2, 4, 8)
+PURPOSE_DISTILL = 0xD157  # keys the chains' noise (with the seed)
+DATA = ("data-free: the teacher's deterministic DDIM sampling path from keyed noise, chains spread over the "
+        "student's steps (distill/engine.py)")
+
+say = tqdm.write
+
+
+@dataclass
+class DistillRequest:
+    model: str
+    method: str
+    stream: str
+    task: int
+    out: Path
+    seed: int = 0
+    profile: str = DEFAULT_PROFILE
+    model_preset: str | None = None
+    target_steps: int = 1
+    from_steps: int = 64
+    updates: int = 200
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    ema_decay: float | None = 0.995  # 0 or None: hand on the trained weights themselves
+    eval_steps: tuple[int, ...] = EVAL_STEPS
+    evaluate: bool = True
+    evaluation: dict = field(default_factory=dict)  # EvalSettings overrides (--num-generated, --extractor ...)
+    data_root: str | None = None
+    cache_dir: str | None = None
+    device: str = "auto"
+    threads: int | None = None
+    checkpoint_every: int = 50
+    resume: bool = False
+    force: bool = False
+    progress: bool = True
+
+
+def round_model_path(steps: int) -> str:
+    return f"models/steps{steps}.pt"
+
+
+class DistillDir:
+    """The output directory: only its own configuration continues in it (as a run directory)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def prepare(self, resolved: dict, force: bool, resume: bool) -> bool:
+        """Ready for `resolved`; True when it already holds that distillation's result."""
+        digest, cfg_file = config_hash(resolved), self.path / CONFIG_NAME
+        if cfg_file.is_file():
+            theirs = config_hash(read_json(cfg_file).get("config") or {})
+            if theirs != digest and not force:
+                raise UserError(f"{self.path} holds a distillation of another configuration ({theirs} != {digest}); "
+                                f"use another --out or --force")
+            if force or theirs != digest:
+                self.clear()
+            elif (self.path / RESULT_NAME).is_file():
+                return True
+            elif (self.path / CHECKPOINT_NAME).is_file() and not resume:
+                raise UserError(f"{self.path} holds an unfinished distillation of this configuration; continue it "
+                                f"with --resume or start over with --force")
+        elif self.path.exists() and any(self.path.iterdir()):
+            if not force:
+                raise UserError(f"{self.path} is not empty and holds no distillation; use --force")
+            self.clear()
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cfg_file, {"config_hash": digest, "config": resolved})
+        self.digest = digest
+        return False
+
+    def clear(self) -> None:
+        for name in (CHECKPOINT_NAME, RESULT_NAME, MODEL_NAME, "models"):
+            path = self.path / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def distill(req: DistillRequest, registry: Registry) -> Path:
+    """Distil `req.model`; the result file's path."""
+    started = time.time()
+    method = registry.distiller(req.method)
+    ema = None if not req.ema_decay else req.ema_decay
+    options = DistillOptions(method=method.name, target_steps=req.target_steps, from_steps=req.from_steps,
+                             updates=req.updates, batch_size=req.batch_size, learning_rate=req.learning_rate,
+                             ema_decay=ema)
+    if req.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every must be >= 0, got {req.checkpoint_every}")
+    if req.seed < 0:
+        raise UserError(f"--seed must be non-negative, got {req.seed}")
+    bad_steps = [s for s in req.eval_steps if s < 1]
+    if bad_steps:
+        raise UserError(f"--eval-steps must be whole numbers >= 1, got {bad_steps[0]}")
+    spec = registry.stream(req.stream)
+    profile = get_profile(req.profile)
+    device = resolve_device(req.device)
+    if req.threads:
+        torch.set_num_threads(req.threads)
+    cache = check_writable_dir(Path(req.cache_dir) if req.cache_dir else default_cache_dir(), "the cache directory")
+    check_writable_dir(req.out, "--out")
+    file_config, state = read_model(req.model)
+    # A bare state dict is an epsilon model of the preset (what a run's models/taskK.pt holds).
+    prediction = file_config.prediction if file_config is not None else "epsilon"
+    rounds = method.rounds(options.from_steps, options.target_steps, prediction)  # refuses bad step counts
+    evaluation = {**evaluation_settings(profile, spec), **req.evaluation, "compute_accuracy": False}
+    stream = spec.build(resolve_data_root(req.data_root), req.seed, cache).at_size(profile.image_size)
+    config = file_config
+    if config is None:
+        name = req.model_preset or profile.model or spec.paper_model
+        config = model_config(name, registry.model_preset(name), stream.image_shape[0])
+    state = checked_weights(req.model, file_config, state, config)
+    if config.in_channels != stream.image_shape[0]:
+        raise UserError(f"{req.model} holds a U-Net for {config.in_channels}-channel images, {req.stream} has "
+                        f"{stream.image_shape[0]}")
+    if not 0 <= req.task < stream.num_tasks:
+        raise UserError(f"--task must be in 0..{stream.num_tasks - 1}, got {req.task}")
+
+    resolved = {"kind": "distillation", "method": method.name, "options": options.to_dict(),
+                "input_model": fingerprint(req.model), "teacher": config.to_dict(),
+                "teacher_prediction": config.prediction, "stream": req.stream, "task": req.task, "seed": req.seed,
+                "profile": profile.name, "image_size": list(stream.image_shape[1:]), "precision": profile.precision,
+                "data": DATA, "rounds": [r.to_dict() for r in rounds], "eval_steps": sorted(set(req.eval_steps)),
+                "evaluation": recorded_evaluation(evaluation) if req.evaluate else None}
+    out = DistillDir(req.out)
+    if out.prepare(resolved, force=req.force, resume=req.resume):
+        print(f"{out.path} already holds the result of this distillation; skipped (--force to redo)", file=sys.stderr)
+        return out.path / RESULT_NAME
+
+    meter = CostMeter(device)
+    # The trained network is the core's own U-Net, of the student's prediction type, from the teacher's weights.
+    core = DiffusionCore(student_config(config), stream.image_shape, device, meter, precision=profile.precision,
+                         samplers=registry.samplers())
+    core.model.load_state_dict(state)
+    engine = Distillation(core, method, options, config, core.model, keys=(req.seed, PURPOSE_DISTILL))
+    evaluator = None
+    if req.evaluate:
+        from ..evaluation import EvalSettings, Evaluator
+        try:
+            settings = EvalSettings(**evaluation)
+        except TypeError as exc:
+            raise UserError(f"bad evaluation setting: {exc}") from exc
+        evaluator = Evaluator(stream, settings, cache, device, req.seed, meter, progress=req.progress,
+                              extractors=registry.extractors())
+        evaluator.preflight()  # before the distillation: a missing weights file must not cost its work
+
+    checkpoint_path = out.path / CHECKPOINT_NAME
+    identity = {"suite_version": __version__, "config_hash": out.digest}
+    if req.resume and checkpoint_path.is_file():
+        saved = load_checkpoint(checkpoint_path, expect=identity)
+        engine.load_state_dict(saved["engine"])
+        meter.load_state_dict(saved["meter"])
+        say(f"resuming {out.path} at round {engine.round_index}, update {engine.update_index}")
+
+    def checkpoint() -> None:
+        save_checkpoint(checkpoint_path, {**identity, "engine": engine.state_dict(), "meter": meter.state_dict()})
+
+    def save_round(record: dict) -> None:
+        save_model_file(out.path / round_model_path(record["student_steps"]), engine.student_config,
+                        engine.model.state_dict(), {"sampler": DEFAULT_SAMPLER, "steps": record["student_steps"]},
+                        distillation={"method": method.name, "round": len(engine.records) - 1, **record})
+
+    say(f"distilling {Path(req.model).name} with {method.name}: "
+        + ", ".join(f"{r.teacher_steps}->{r.student_steps}" for r in rounds)
+        + f" steps, {options.updates} updates of {options.batch_size} chains per round, device {device_name(device)}")
+    stop = StopRequest()
+    try:
+        with meter.phase("teacher_distillation"):
+            engine.run(req.progress, checkpoint, req.checkpoint_every, save_round, stop, desc=method.name)
+    finally:
+        stop.restore()
+    final = out.path / MODEL_NAME
+    atomic_write_bytes(final, (out.path / round_model_path(options.target_steps)).read_bytes())
+    distill_cost = meter.snapshot()
+
+    scores = None
+    if evaluator is not None:
+        scores = _scores(core, evaluator, state, config, out.path, req, evaluation)
+    updates = options.updates * len(rounds)
+    counts = distill_cost["counts"]
+    doc = {"kind": "distillation", "suite": {"name": "cldiff-bench", "version": __version__, "git": git_revision()},
+           "packages": package_versions(), "device": device_name(device),
+           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "config": resolved, "config_hash": out.digest, "model": MODEL_NAME, "unet": engine.student_config.to_dict(),
+           "sampling": {"sampler": DEFAULT_SAMPLER, "steps": options.target_steps},
+           "rounds": engine.records,
+           "cost": {"updates": updates, "images_per_update": options.batch_size,
+                    "forwards_per_update_per_image": method.forwards_per_update,
+                    "network_evaluations": counts["student_forward"] + counts["teacher_forward"],
+                    "counts": counts, "seconds": distill_cost["seconds"],
+                    "note": "counts include the chains' spread along the path at each round's start"},
+           "scores": scores, "evaluation": evaluator.describe() if evaluator is not None else None,
+           "wall_seconds": time.time() - started}
+    path = out.path / RESULT_NAME
+    atomic_write_json(path, doc)
+    checkpoint_path.unlink(missing_ok=True)
+    say(f"distilled model written to {final}, result to {path}")
+    return path
+
+
+def _scores(core: DiffusionCore, evaluator, teacher_state: dict, teacher_config, out: Path, req: DistillRequest,
+            evaluation: dict) -> dict:
+    """{steps: {"distilled": metrics or None, "ddim": the input model's metrics with plain DDIM}}."""
+    from ..evaluation.solver import generate_images
+    from ..model_source import read_model as read
+
+    settings = evaluator.settings
+    seeds = derive_seeds(settings.num_generated, req.seed, req.task, PURPOSE_SCORE)  # `score`'s seeds
+
+    def metrics(model, steps: int) -> dict:
+        with core.meter.phase("evaluation"):
+            images = generate_images(lambda chunk: core.generate(model, list(chunk), steps), seeds,
+                                     settings.batch_size, core.image_shape, req.progress, f"samples, {steps} steps")
+            scored = evaluator.score_images(req.task, images)
+        return {k: scored[k] for k in ("fid", "kld", "ard", "num_generated")}
+
+    scores = {}
+    teacher = core.frozen_copy(teacher_state, role="student", config=teacher_config)
+    for steps in sorted(set(req.eval_steps)):
+        distilled = None
+        path = out / round_model_path(steps)
+        if path.is_file():
+            config, state = read(path)
+            distilled = metrics(core.frozen_copy(state, role="student", config=config), steps)
+        scores[str(steps)] = {"distilled": distilled, "ddim": metrics(teacher, steps)}
+        shown = ", ".join(f"{name} FID {m['fid']:.4g}" for name, m in scores[str(steps)].items() if m)
+        say(f"{steps} steps: {shown}")
+    return scores
