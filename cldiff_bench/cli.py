@@ -9,6 +9,7 @@ from pathlib import Path
 from . import __version__
 from .errors import EXIT_INTERRUPTED, Interrupted, UserError
 from .profiles import DEFAULT_PROFILE, PROFILES
+from .distill.command import add_distill_parser, cmd_distill
 from .sweep import add_sweep_parser, cmd_sweep
 
 
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     strat.add_argument("--lambda", dest="lam", type=_finite, default=None, help="replay loss weight")
     strat.add_argument("--teacher-steps", type=int, default=None, help="DDIM steps of the teacher's replay samples")
     strat.add_argument("--teacher-eta", type=_finite, default=None, help="DDIM eta of the teacher's replay samples")
+    strat.add_argument("--teacher-accel", default=None, choices=["none", "pd", "dsd"],
+                       help="distil the teacher down to --teacher-steps before replay (gr, gd; default none)")
     budget = run.add_argument_group("budget overrides (defaults: the profile's)")
     budget.add_argument("--model", default=None, help="model preset (see `cldiff-bench list`)")
     budget.add_argument("--init-model", default=None, metavar="PATH",
@@ -204,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ImageNet ResNet-18 weights for the paper profile's classifier (else torchvision's)")
     te.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_sweep_parser(sub)
+    add_distill_parser(sub)
     return parser
 
 
@@ -243,7 +247,8 @@ def _strategy_options(args) -> dict:
         if key in options:
             raise UserError(f"option {key} is given twice")
         options[key] = value
-    for key, value in (("lambda", args.lam), ("teacher_steps", args.teacher_steps), ("teacher_eta", args.teacher_eta)):
+    for key, value in (("lambda", args.lam), ("teacher_steps", args.teacher_steps), ("teacher_eta", args.teacher_eta),
+                       ("teacher_accel", args.teacher_accel)):
         if value is not None:
             if key in options:
                 raise UserError(f"option {key} is given twice (-o {key} and its named flag)")
@@ -411,7 +416,7 @@ def cmd_import_unet(args, registry) -> int:
 
 COMMANDS = {"run": cmd_run, "evaluate": cmd_evaluate, "leaderboard": cmd_leaderboard, "check": cmd_check,
             "list": cmd_list, "train-evaluator": cmd_train_evaluator, "oracle": cmd_oracle,
-            "score": cmd_score, "import-unet": cmd_import_unet, "sweep": cmd_sweep}
+            "score": cmd_score, "import-unet": cmd_import_unet, "sweep": cmd_sweep, "distill": cmd_distill}
 
 
 def main(argv: list[str] | None = None) -> int:
