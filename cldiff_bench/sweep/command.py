@@ -286,7 +286,7 @@ def _submit(args, cells, plan, blocks, sweep_dir: Path, opts, leaderboard: Path 
     print(f"cldiff-bench: sweep {sweep_dir}: {len(cells)} cells, {len(to_run)} to run ({skipped} skipped: done or "
           f"running elsewhere); {description}", file=sys.stderr)
     if not to_run:
-        code = 0
+        code = None
     elif opts.kind == "slurm":
         job_ids, evaluators_id = submit_slurm(jobs, evaluators, sweep_dir, opts)
         if evaluators_id:
@@ -323,7 +323,7 @@ def _submit(args, cells, plan, blocks, sweep_dir: Path, opts, leaderboard: Path 
         _finished(sweep_dir, index)
         code = None
     if code is None:
-        if opts.kind == "slurm":
+        if opts.kind == "slurm" and to_run:
             cells_status, evaluators_status = watch(sweep_dir, opts.poll_s, not args.no_progress)
         else:
             cells_status, evaluators_status = statuses(sweep_dir)
