@@ -25,7 +25,8 @@ from .evaluation import EvalSettings, Evaluator
 from .evaluation.classifier import holdout_split
 from .evaluation.solver import generate_images
 from .io import atomic_write_json, check_writable_dir
-from .model_source import checked_weights, fingerprint, read_model
+from .diffusion.samplers import get_sampler
+from .model_source import checked_weights, fingerprint, model_sampling, read_model
 from .paths import cache_dir as default_cache_dir
 from .profiles import evaluation_settings, get_profile
 from .registry import Registry
@@ -100,15 +101,22 @@ def run_oracle(stream_name: str, profile_name: str, registry: Registry, out: Pat
 def score_model(model_path: str, stream_name: str, task: int, profile_name: str, registry: Registry, seed: int = 0,
                 preset: str | None = None, data_root: str | None = None, cache_dir: str | None = None,
                 device: str = "auto", evaluation: dict | None = None, progress: bool = True,
-                image_size: int | None = None) -> dict:
+                image_size: int | None = None, sampler: str | None = None) -> dict:
     """FID, KLD and ARD of one model's samples, against the classes seen after `task` of the seed's class order
     (e.g. a diffusers UNet2DModel the study's code trained, or a run's models/taskK.pt); at `image_size`, or the
-    profile's."""
+    profile's. Drawn with the model's prediction type, with `sampler` (default: the one its file names, else DDIM)
+    and at the steps its file names (a distilled model's) unless evaluation's fid_steps says otherwise."""
     spec = registry.stream(stream_name)
     profile = get_profile(profile_name)
     device_ = resolve_device(device)
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    settings = EvalSettings(**{**evaluation_settings(profile, spec), **(evaluation or {}), "compute_accuracy": False})
+    sampling = model_sampling(model_path)
+    sampler = sampler or sampling["sampler"]
+    get_sampler(sampler, registry.samplers())  # an unknown name is refused before any work
+    evaluation = dict(evaluation or {})
+    if sampling["steps"] is not None:
+        evaluation.setdefault("fid_steps", sampling["steps"])
+    settings = EvalSettings(**{**evaluation_settings(profile, spec), **evaluation, "compute_accuracy": False})
     stream = spec.build(resolve_data_root(data_root), seed, cache).at_size(image_size or profile.image_size)
     if not 0 <= task < stream.num_tasks:
         raise UserError(f"--task must be in 0..{stream.num_tasks - 1}, got {task}")
@@ -118,14 +126,16 @@ def score_model(model_path: str, stream_name: str, task: int, profile_name: str,
         name = preset or profile.model or spec.paper_model
         config = model_config(name, registry.model_preset(name), stream.image_shape[0])
     meter = CostMeter(device_)
-    core = DiffusionCore(config, stream.image_shape, device_, meter, precision=profile.precision)
+    core = DiffusionCore(config, stream.image_shape, device_, meter, precision=profile.precision,
+                         samplers=registry.samplers())
     evaluator = Evaluator(stream, settings, cache, device_, seed, meter, progress=progress,
                           extractors=registry.extractors())
     evaluator.preflight()
     frozen = core.frozen_copy(checked_weights(model_path, file_config, state, config), role="student")
     seeds = derive_seeds(settings.num_generated, seed, task, PURPOSE_SCORE)
-    images = generate_images(lambda chunk: core.generate(frozen, list(chunk), settings.fid_steps), seeds,
-                             settings.batch_size, stream.image_shape, progress, "samples")
+    images = generate_images(lambda chunk: core.generate(frozen, list(chunk), settings.fid_steps, sampler=sampler),
+                             seeds, settings.batch_size, stream.image_shape, progress, "samples")
     return {"model": fingerprint(model_path), "stream": stream_name, "task": task, "seed": seed,
-            "profile": profile_name, "unet": config.to_dict(), "metrics": evaluator.score_images(task, images),
-            "evaluation": evaluator.describe()}
+            "profile": profile_name, "unet": config.to_dict(),
+            "sampling": {"sampler": sampler, "steps": settings.fid_steps, "prediction": config.prediction},
+            "metrics": evaluator.score_images(task, images), "evaluation": evaluator.describe()}
