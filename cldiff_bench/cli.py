@@ -185,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--model-preset", default=None, help="the preset of a bare state dict (default: the profile's)")
     sc.add_argument("--output", type=Path, default=None, help="also write the scores to this JSON file")
     sc.add_argument("--steps", type=int, default=None,
-                    help="DDIM steps of the samples (default: the stream's metric steps), e.g. 2 for the teacher's")
+                    help="sampling steps (default: a distilled model's own, else the stream's metric steps), e.g. "
+                         "2 for the teacher's")
+    sc.add_argument("--sampler", default=None,
+                    help="a registered sampler (default: the one the model file names, else ddim; see `list`)")
     _add_scoring_arguments(sc, "samples drawn and scored")
 
     imp = sub.add_parser("import-unet", help="convert a diffusers UNet2DModel folder (e.g. trained by the study's "
@@ -347,6 +350,12 @@ def cmd_list(args, registry) -> int:
     print("\nFID feature extractors")
     print(tabulate([[n, e.obj.description, e.source] for n, e in sorted(registry.entries("extractor").items())],
                    headers=["name", "description", "from"]))
+    print("\nSamplers (score --sampler)")
+    print(tabulate([[n, e.obj.description, e.source] for n, e in sorted(registry.entries("sampler").items())],
+                   headers=["name", "description", "from"]))
+    print("\nDistillation methods (distill --method, -o teacher_accel)")
+    print(tabulate([[n, e.obj.description, e.source] for n, e in sorted(registry.entries("distiller").items())],
+                   headers=["name", "description", "from"]))
     print("\nProfiles")
     print(tabulate([[p.name, p.description] for p in PROFILES.values()], headers=["name", "budget"]))
     if registry.load_errors:
@@ -398,7 +407,7 @@ def cmd_score(args, registry) -> int:
         overrides["fid_steps"] = args.steps
     scores = score_model(args.model, args.stream, args.task, args.profile, registry, args.seed, args.model_preset,
                          args.data_root, args.cache_dir, args.device, overrides,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, sampler=args.sampler)
     if args.output:
         atomic_write_json(args.output, scores)
     metrics = scores["metrics"]
