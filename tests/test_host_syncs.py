@@ -5,6 +5,7 @@ dispatcher (what float(), .item() and `if tensor:` become) and .tolist() at the 
 copies without going through the dispatcher).
 """
 import csv
+import sys
 
 import pytest
 import torch
@@ -29,7 +30,6 @@ ITERATIONS = 100
 def _adams_step_counter() -> bool:
     """Adam reads its step count with .item(); the count is a CPU tensor on a GPU too (non-capturable Adam), so
     that read never waits for the device and is not counted."""
-    import sys
     frame = sys._getframe()
     while frame is not None:
         if frame.f_code.co_name == "_get_value" and "torch/optim" in frame.f_code.co_filename.replace("\\", "/"):
