@@ -10,8 +10,8 @@ each, and checks after the last task:
 - gd beats naive on KLD and FID by a factor (the teacher's replay reaches the student).
 
 Exit status 1, with the numbers, when a check fails; 0 otherwise. The margins are a small fraction of the gaps measured
-when the check was made (benchmarks/results/forgetting-check.json keeps the numbers of a passing run, written with
---record), so a change that shrinks a gap several times fails, and the rounding of another machine does not.
+when the check was made (README's "Calibrating the CPU profile" gives them), so a change that shrinks a gap several
+times fails, and the rounding of another machine does not.
 """
 from __future__ import annotations
 
@@ -34,8 +34,7 @@ STRATEGIES = ("gd", "naive", "joint")  # the longest first: gd runs beside naive
 # accuracy is not checked: at this size its solver trains 10 steps per task, too few to learn from replay (on the
 # board's budget it trains ten times as long). gd against gr would need a fourth run, beyond CI's 3 minutes.
 CHECKS = [("joint", "naive", "kld", ("factor", 4.0)), ("joint", "naive", "accuracy", ("margin", 0.25)),
-          ("gd", "naive", "kld", ("factor", 4.0)), ("gd", "naive", "fid", ("factor", 1.5))]
-RECORD = Path(__file__).resolve().parent / "results" / "forgetting-check.json"
+          ("gd", "naive", "kld", ("factor", 3.0)), ("gd", "naive", "fid", ("factor", 1.25))]
 
 
 def run_cells(out: Path) -> dict[str, dict]:
@@ -81,7 +80,6 @@ def judge(final: dict[str, dict]) -> list[dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
-    p.add_argument("--record", action="store_true", help=f"write the numbers to {RECORD.name} when all pass")
     args = p.parse_args(argv)
     began = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,10 +97,6 @@ def main(argv=None) -> int:
         print("forgetting check FAILED: the suite no longer separates "
               + "; ".join(f"{r['better']} from {r['worse']} on {r['metric']}" for r in failed), file=sys.stderr)
         return 1
-    if args.record:
-        RECORD.parent.mkdir(exist_ok=True)
-        RECORD.write_text(json.dumps({"run_args": RUN_ARGS, "seconds": seconds, "final": final, "checks": rows},
-                                     indent=1) + "\n")
     return 0
 
 
