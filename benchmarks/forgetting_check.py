@@ -1,6 +1,6 @@
 """Does the suite still measure forgetting? A CI guard that fails when the board would stop telling strategies apart.
 
-    python benchmarks/forgetting_check.py [--out DIR] [--keep]
+    python benchmarks/forgetting_check.py [--out DIR]
 
 It runs naive, joint and gd (seed 0) on the offline digits stream at the `cpu` profile's choices (16 x 16 images,
 cosine learning rate, EMA sampling), shortened to fit CI (see RUN_ARGS), two cells side by side with one thread
