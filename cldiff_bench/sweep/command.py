@@ -169,18 +169,20 @@ def _sweep(args, registry, grid_file: Path | None) -> int:
     from .grid import expand
     cells = expand(blocks, run_options, registry, main_out, resolve_device=opts.kind != "slurm")
     sweep_dir = Path(sweep_dir or main_out / "sweeps" / name).expanduser().absolute()
-    plan = _plan(cells)
+    from .grid import Identities
+    identities = Identities()
+    plan = _plan(cells, identities)
     if args.dry_run:
         return _show_plan(cells, plan, sweep_dir, opts)
-    return _submit(args, cells, plan, blocks, sweep_dir, opts, Path(leaderboard) if leaderboard else None)
+    return _submit(args, cells, plan, blocks, sweep_dir, opts, Path(leaderboard) if leaderboard else None,
+                   identities)
 
 
-def _plan(cells: list) -> dict[str, str]:
+def _plan(cells: list, identities) -> dict[str, str]:
     """What to do with each cell: submitted, or skipped (and why). A run directory holding another configuration's
     run, or files that are no run, is refused before anything runs (as `run` refuses it)."""
     from .claim import claim_path, is_claimed
-    from .grid import Identities, existing
-    identities = Identities()
+    from .grid import existing
     plan = {}
     for cell in cells:
         holds = existing(cell, identities)
@@ -208,13 +210,13 @@ def _show_plan(cells, plan, sweep_dir: Path, opts) -> int:
     return 0
 
 
-def _evaluator_commands(cells: list) -> list[list[str]]:
+def _evaluator_commands(cells: list, identities) -> list[list[str]]:
     """`train-evaluator` arguments for the classifiers the cells to run need and do not find in their cache."""
-    from .grid import Identities
-    identities, commands = Identities(), []
+    commands, seen = [], []
     for cell in cells:
-        if not cell.evaluates or cell.evaluator_args in commands:
+        if not cell.evaluates or cell.evaluator_args in seen:
             continue
+        seen.append(cell.evaluator_args)
         try:
             from ..evaluation.classifier import classifier_is_cached
             s = cell.settings
@@ -226,7 +228,7 @@ def _evaluator_commands(cells: list) -> list[list[str]]:
     return commands
 
 
-def _submit(args, cells, plan, blocks, sweep_dir: Path, opts, leaderboard: Path | None) -> int:
+def _submit(args, cells, plan, blocks, sweep_dir: Path, opts, leaderboard: Path | None, identities) -> int:
     from . import manifest as mf
     from .cell import Cell, Evaluators, cores
     from .executors import local_shares, run_debug, run_local, submit_slurm, visible_gpus
@@ -255,7 +257,7 @@ def _submit(args, cells, plan, blocks, sweep_dir: Path, opts, leaderboard: Path 
     evaluating = [c for c in to_run if c.evaluates]
     evaluators = None
     if opts.kind != "debug" and len(evaluating) > 1 and side_by_side > 1:
-        commands = _evaluator_commands(evaluating)
+        commands = _evaluator_commands(evaluating, identities)
         if commands:
             evaluators = Evaluators(commands, sweep_dir, plugins)
 

@@ -116,6 +116,8 @@ def executor_options(table: dict, cli: dict, where: str) -> ExecutorOptions:
         value = getattr(opts, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise UserError(f"{where}: {name.replace('_', '-')} must be a non-negative integer, got {value!r}")
+    if opts.poll is not None and (not isinstance(opts.poll, (int, float)) or opts.poll <= 0):
+        raise UserError(f"{where}: poll must be a positive number of seconds, got {opts.poll!r}")
     if opts.mem_gb is not None and (not isinstance(opts.mem_gb, (int, float)) or opts.mem_gb <= 0):
         raise UserError(f"{where}: mem-gb must be a positive number, got {opts.mem_gb!r}")
     if opts.time is not None:

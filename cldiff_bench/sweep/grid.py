@@ -348,7 +348,8 @@ def expand(blocks: list[Block], run_options: RunOptions, registry, main_out: Pat
                             key = str(run_dir)
                         cell = CellSpec(key, where, strategy, stream, profile, seed, run_dir, argv,
                                         settings.evaluate, settings,
-                                        evaluator_args=["--stream", stream, "--profile", profile, *evaluator_argv])
+                                        evaluator_args=["--stream", stream, "--profile", profile, *evaluator_argv,
+                                                        "--no-progress"])
                         other = cells.get(run_dir)
                         if other is not None:
                             if other.argv != argv:
