@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .core import DiffusionCore
+from .diffusion.parameterisation import output_for, per_sample
 from .diffusion.seeding import derive_seeds, generator
 from .errors import UserError
 from .streams.base import ImageSet, Stream
@@ -61,11 +62,18 @@ class LossTerms:
 
 @dataclass(frozen=True)
 class Option:
-    """A strategy option: its default, and per-stream defaults where the study used different values."""
+    """A strategy option: its default, and per-stream defaults where the study used different values.
+
+    `choices`: the values a string option takes. `omit_default`: for an option added after results were published
+    (teacher_accel and its settings): while every such option of the strategy is at its default, none is in the
+    resolved options, so the configurations and hashes of runs made before it existed stay the same; once one is
+    set, all are recorded. Read them with `Strategy.option`."""
     default: Any
     help: str
     per_stream: dict | None = None
     minimum: float | None = None
+    choices: tuple | None = None
+    omit_default: bool = False
 
     def default_for(self, stream_name: str) -> Any:
         return (self.per_stream or {}).get(stream_name, self.default)
@@ -95,6 +103,8 @@ class Option:
             raise UserError(f"option {name} must be a finite number, got {value}")
         if self.minimum is not None and not isinstance(value, (bool, str)) and value < self.minimum:
             raise UserError(f"option {name} must be >= {self.minimum}, got {value}")
+        if self.choices is not None and value not in self.choices:
+            raise UserError(f"option {name} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
         return value
 
 
@@ -132,7 +142,17 @@ class Strategy:
                     resolved[k] = cls.options[k].convert(k, v)
                 except UserError as exc:
                     raise UserError(f"strategy {cls.name!r}: {exc}") from None
+        late = [k for k, opt in cls.options.items() if opt.omit_default]
+        if all(resolved[k] == cls.options[k].default_for(stream_name) for k in late):
+            for k in late:
+                del resolved[k]
         return resolved
+
+    def option(self, name: str) -> Any:
+        """This strategy's value of option `name`: the resolved one, else (an omitted option) its default."""
+        if name in self.option_values:
+            return self.option_values[name]
+        return self.options[name].default
 
     # --- protocol ------------------------------------------------------------------------------------------------
     def training_data(self, stream: Stream, k: int) -> ImageSet:
@@ -143,8 +163,16 @@ class Strategy:
 
     def batch_loss(self, batch: Batch) -> LossTerms:
         x_t, t, noise = self.core.training_targets(batch.x0, batch.generator(PURPOSE_DATA_NOISE))
-        loss = F.mse_loss(self.core.model(x_t, t), noise)
+        loss = F.mse_loss(self.core.model(x_t, t), self.regression_target(batch.x0, noise, t))
         return LossTerms(total=loss, data=loss)
+
+    def regression_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the student is trained to output for x_t = q(x0, noise, t): the noise itself for an epsilon model
+        (the study's), else its v or x0 (`UNetConfig.prediction`)."""
+        prediction = self.core.config.prediction
+        if prediction == "epsilon":
+            return noise
+        return output_for(prediction, x0, noise, per_sample(self.core.schedule.alpha_bar[t], x0))
 
     def end_task(self, k: int) -> None:
         pass

@@ -9,11 +9,19 @@ Everything else is shared: the frozen teacher taken at the start of every task f
 forward over the concatenated real + replay batch, and the study's loss weighting for task k (0-based)
 
     (1 / (k + 1)) * data_loss + (1 - 1 / (k + 1)) * lambda * replay_loss.
+
+Teacher accelerators (option teacher_accel, gr and gd): before the first replay of a task, the frozen teacher is
+distilled (progressive or direct self-distillation, cldiff_bench/distill) down to teacher_steps, and the replay
+samples are drawn from the distilled copy. Targets that ask the teacher's prediction (gd) still ask the frozen
+teacher itself: a distilled model's output at a timestep is a jump to the next of its few steps, not the denoiser
+the student learns. The distillation is data-free (no earlier task's images) and its cost is the run's: the phase
+teacher_distillation and teacher NFEs.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .strategy import PURPOSE_DATA_NOISE, PURPOSE_REPLAY_NOISE, PURPOSE_REPLAY_SAMPLES, Batch, LossTerms, Option, Strategy
 
@@ -21,6 +29,17 @@ LAMBDA_HELP = "weight of the replay loss relative to the data loss"
 TEACHER_STEPS = Option(2, "DDIM steps of the teacher's replay samples (study: 2 on Fashion-MNIST, 10 on CIFAR-10)",
                        per_stream={"cifar10-5": 10}, minimum=1)
 TEACHER_ETA = Option(0.0, "DDIM eta of the teacher's replay samples (0 = deterministic)", minimum=0.0)
+# The accelerator's options, recorded only when one is used (so runs without it keep their configurations).
+TEACHER_ACCEL = Option("none", "distil the teacher down to teacher_steps before replay: none, pd (progressive "
+                       "distillation) or dsd (direct self-distillation)", choices=("none", "pd", "dsd"),
+                       omit_default=True)
+TEACHER_ACCEL_FROM = Option(16, "teacher_accel: the teacher's steps its first round starts from (a power of two "
+                            "above teacher_steps)", minimum=1, omit_default=True)
+TEACHER_ACCEL_UPDATES = Option(100, "teacher_accel: updates per round (batch: the run's batch size)", minimum=1,
+                               omit_default=True)
+TEACHER_ACCEL_OPTIONS = {"teacher_accel": TEACHER_ACCEL, "teacher_accel_from": TEACHER_ACCEL_FROM,
+                         "teacher_accel_updates": TEACHER_ACCEL_UPDATES}
+PURPOSE_TEACHER_ACCEL = 4  # keys the accelerator's noise with (seed, task); after strategy.py's replay purposes
 
 
 def loss_weights(k: int, lam: float) -> tuple[float, float]:
@@ -36,6 +55,20 @@ class TeacherStrategy(Strategy):
         super().__init__(core, options)
         self.teacher: torch.nn.Module | None = None
         self._replay_queue: dict[int, torch.Tensor] = {}  # iteration -> its teacher samples drawn ahead
+        self.replay_x0: torch.Tensor | None = None  # this iteration's replay samples (renoised_teacher_samples)
+        # The distilled copy replay samples are drawn from (teacher_accel), made before the task's first replay.
+        self.replay_teacher: torch.nn.Module | None = None
+        self.teacher_accel = self.option("teacher_accel") if "teacher_accel" in self.options else "none"
+        if self.teacher_accel != "none":
+            from .distill import halving_rounds
+            from .errors import UserError
+            try:
+                halving_rounds(self.option("teacher_accel_from"), self.option("teacher_steps"))
+            except UserError as exc:
+                raise UserError(f"teacher_accel {self.teacher_accel}: {exc} (options teacher_accel_from and "
+                                f"teacher_steps)") from None
+            if self.option("teacher_eta") != 0:
+                raise UserError("teacher_accel distils deterministic DDIM steps: teacher_eta must be 0")
 
     # --- the two axes --------------------------------------------------------------------------------------------
     def replay_inputs(self, batch: Batch, x_t: torch.Tensor, t: torch.Tensor):
@@ -68,20 +101,39 @@ class TeacherStrategy(Strategy):
             end = max(batch.iteration + 1, min(end, batch.iterations))
         iterations = range(batch.iteration, end)
         seeds = [s for i in iterations for s in batch.sample_seeds(n, PURPOSE_REPLAY_SAMPLES, iteration=i)]
+        source = self.accelerated_teacher(batch) if self.teacher_accel != "none" else self.teacher
         with self.core.meter.phase("replay_generation"):
-            images = self.core.generate(self.teacher, seeds, self.option_values["teacher_steps"], self.option_values["teacher_eta"])
+            images = self.core.generate(source, seeds, self.option_values["teacher_steps"], self.option_values["teacher_eta"])
         chunks = images.split(n)
         self._replay_queue.update(zip(iterations[1:], chunks[1:]))
         return chunks[0]
 
+    def accelerated_teacher(self, batch: Batch) -> torch.nn.Module:
+        """The teacher distilled down to teacher_steps (made at the task's first replay, then kept)."""
+        if self.replay_teacher is None:
+            from .distill import BUILTIN_METHODS, DistillOptions, accelerate_teacher
+            options = DistillOptions(method=self.teacher_accel, target_steps=self.option("teacher_steps"),
+                                     from_steps=self.option("teacher_accel_from"),
+                                     updates=self.option("teacher_accel_updates"), batch_size=len(batch.x0))
+            state = {k: v.float() for k, v in self.teacher.state_dict().items()}
+            self.replay_teacher, record = accelerate_teacher(
+                self.core, state, self.teacher.config, BUILTIN_METHODS[self.teacher_accel], options,
+                keys=(batch.seed, PURPOSE_TEACHER_ACCEL, self.task))
+            tqdm.write(f"task {self.task}: teacher distilled with {self.teacher_accel}, "
+                       + ", ".join(f"{r['teacher_steps']}->{r['student_steps']} steps (loss {r['mean_loss']:.4g})"
+                                   for r in record["rounds"]))
+        return self.replay_teacher
+
     def renoised_teacher_samples(self, batch: Batch):
-        """B fresh teacher samples (n-step DDIM), noised again with fresh noise at fresh t'."""
-        return self.core.training_targets(self.teacher_samples(batch), batch.generator(PURPOSE_REPLAY_NOISE))
+        """B fresh teacher samples (n-step DDIM), noised again with fresh noise at fresh t'; the samples are kept
+        as `replay_x0` for a target that needs them (a v or x0 student's)."""
+        self.replay_x0 = self.teacher_samples(batch)
+        return self.core.training_targets(self.replay_x0, batch.generator(PURPOSE_REPLAY_NOISE))
 
     # --- protocol ------------------------------------------------------------------------------------------------
     def begin_task(self, k: int) -> None:
         super().begin_task(k)
-        self.teacher = None  # release the previous teacher before copying the new one
+        self.teacher = self.replay_teacher = None  # release the previous teachers before copying the new one
         self._replay_queue.clear()
         if k > 0:
             self.teacher = self.core.make_teacher()
@@ -89,8 +141,9 @@ class TeacherStrategy(Strategy):
     def batch_loss(self, batch: Batch) -> LossTerms:
         model = self.core.model
         x_t, t, noise = self.core.training_targets(batch.x0, batch.generator(PURPOSE_DATA_NOISE))
+        data_target = self.regression_target(batch.x0, noise, t)
         if self.teacher is None:
-            data_loss = F.mse_loss(model(x_t, t), noise)
+            data_loss = F.mse_loss(model(x_t, t), data_target)
             return LossTerms(total=data_loss, data=data_loss)
         extra = self.replay_inputs(batch, x_t, t)
         if extra is None:
@@ -102,19 +155,21 @@ class TeacherStrategy(Strategy):
             pred = model(torch.cat([x_t, x_r]), torch.cat([t, t_r]))
             pred_data, pred_replay = pred[: len(x_t)], pred[len(x_t):]
             target = self.replay_target(x_r, t_r, noise_r)
-        data_loss = F.mse_loss(pred_data, noise)
+        data_loss = F.mse_loss(pred_data, data_target)
         replay_loss = F.mse_loss(pred_replay, target)
         w_data, w_replay = loss_weights(self.task, self.option_values["lambda"])
         return LossTerms(total=w_data * data_loss + w_replay * replay_loss, data=data_loss, replay=replay_loss)
 
     def end_task(self, k: int) -> None:
-        self.teacher = None
+        self.teacher = self.replay_teacher = None
         self._replay_queue.clear()
 
     def state_dict(self) -> dict:
         state = super().state_dict()
         if self.teacher is not None:
             state["teacher"] = self.teacher.state_dict()
+        if self.replay_teacher is not None:
+            state["replay_teacher"] = self.replay_teacher.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -124,3 +179,8 @@ class TeacherStrategy(Strategy):
         if "teacher" in state:
             self.teacher = self.core.make_teacher()
             self.teacher.load_state_dict(state["teacher"])
+        self.replay_teacher = None
+        if "replay_teacher" in state:
+            from .distill.objective import student_config
+            self.replay_teacher = self.core.frozen_copy(state["replay_teacher"], role="teacher",
+                                                        config=student_config(self.core.config))

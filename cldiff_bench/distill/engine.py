@@ -155,7 +155,8 @@ class Distillation:
         if bad:
             raise UserError(f"the distillation loss became {values[bad[0]]} in round {self.round_index} at update "
                             f"{first + bad[0]}; try a lower --learning-rate")
-        self.loss_sum += sum(values)
+        for v in values:  # one at a time: the same sum whatever the windows read (a resumed run reads others)
+            self.loss_sum += v
 
     def end_round(self) -> dict:
         """Close the current round: the weights handed on are its EMA's (or the trained ones); its record."""

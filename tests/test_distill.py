@@ -1,0 +1,287 @@
+"""Teacher accelerators: progressive distillation's target, what a round learns, what an update costs, the distill
+command's resume and bad input, and the teacher strategies' option teacher_accel."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+from cldiff_bench.cli import main
+from cldiff_bench.core import DiffusionCore
+from cldiff_bench.diffusion import DDIMSampler, NoiseSchedule
+from cldiff_bench.diffusion.parameterisation import output_for
+from cldiff_bench.diffusion.seeding import derive_seeds
+from cldiff_bench.distill import BUILTIN_METHODS, DistillOptions
+from cldiff_bench.distill.engine import Distillation
+from cldiff_bench.distill.objective import ddim_step, pd_target, step_grid, student_config
+from cldiff_bench.errors import UserError
+from cldiff_bench.model_source import save_model_file
+from cldiff_bench.registry import load_registry
+from tests.helpers import MICRO_UNET, batch
+from tests.test_leaderboard import make_result
+
+SHAPE = (1, 16, 16)  # the cpu profile's image size, which the distill commands below use
+
+
+def gaussian_denoiser(mu: float, s: float):
+    """E[x0 | x_t] for x0 ~ N(mu, s^2 I): mu + alpha s^2 / (alpha^2 s^2 + sigma^2) (x_t - alpha mu)."""
+    def x0(x_t, alpha_bar):
+        a = alpha_bar.sqrt()
+        return mu + a * s ** 2 / (alpha_bar * s ** 2 + 1 - alpha_bar) * (x_t - a * mu)
+    return x0
+
+
+def test_pd_target_makes_one_student_step_land_on_two_teacher_ddim_steps():
+    """With the exact denoiser as teacher, the student whose x0 is x~ reproduces the teacher's two DDIM steps
+    (float64), from the first step (alpha = 0) to the last (to the clean image)."""
+    schedule = NoiseSchedule()
+    schedule.alpha_bar = schedule.alpha_bar.double()  # the samplers' coefficients in float64 too
+    teacher_sampler, student_sampler = DDIMSampler(schedule, 4, clip_x0=False), DDIMSampler(schedule, 2, clip_x0=False)
+    assert teacher_sampler._ab_prev.dtype == torch.float64
+    denoise = gaussian_denoiser(mu=0.2, s=0.6)
+    z = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for i in range(2):  # student step i covers teacher steps 2i and 2i + 1
+        ab = [teacher_sampler._ab_t[2 * i], teacher_sampler._ab_t[2 * i + 1]]
+        z_mid, _ = teacher_sampler.step(denoise(z, ab[0]), 2 * i, z, prediction="x0")
+        z_end, _ = teacher_sampler.step(denoise(z_mid, ab[1]), 2 * i + 1, z_mid, prediction="x0")
+        ab_end = student_sampler._ab_prev[i]
+        x_tilde = pd_target(z, z_end, ab[0], ab_end)
+        # The student is a v model: the v that means x0 = x~ at z.
+        eps = (z - ab[0].sqrt() * x_tilde) / (1 - ab[0]).sqrt()
+        student_end, _ = student_sampler.step(output_for("v", x_tilde, eps, ab[0]), i, z, prediction="v")
+        torch.testing.assert_close(student_end, z_end, atol=1e-10, rtol=1e-10)
+        # The distillation's own teacher step is the sampler's (on grids whose steps divide 1000).
+        t, grid_ab = step_grid(schedule, 4)
+        ours = ddim_step(denoise(z, ab[0]), z, grid_ab[2 * i], grid_ab[2 * i + 1], "x0", clip_x0=False)
+        torch.testing.assert_close(ours, z_mid, atol=1e-10, rtol=1e-10)
+        assert t[2 * i].item() == teacher_sampler.timesteps[2 * i]
+        z = z_end
+
+
+def micro_engine(method: str, options: dict, teacher_prediction: str = "epsilon", seed: int = 1):
+    """A distillation of a random micro U-Net (the teacher) into its v copy, on 16 x 16 images."""
+    teacher_config = replace(MICRO_UNET, prediction=teacher_prediction)
+    teacher_core = DiffusionCore(teacher_config, SHAPE, torch.device("cpu"), init_seed=seed)
+    core = DiffusionCore(student_config(MICRO_UNET), SHAPE, torch.device("cpu"))
+    core.model.load_state_dict(teacher_core.sampling_state_dict())
+    opts = DistillOptions(method=method, **options)
+    engine = Distillation(core, BUILTIN_METHODS[method], opts, teacher_config, core.model, keys=(0,))
+    return engine, core, teacher_core
+
+
+def test_one_pd_round_lowers_the_one_step_error_against_the_teachers_two_steps():
+    engine, core, teacher_core = micro_engine("pd", dict(target_steps=1, from_steps=2, updates=25, batch_size=16,
+                                                          learning_rate=2e-3, ema_decay=None))
+    held_out = derive_seeds(32, 12345)  # noise the chains never start from
+    teacher = teacher_core.frozen_copy()
+    target = core.generate(teacher, held_out, 2)
+
+    def one_step_error():
+        student = core.frozen_copy(core.model.state_dict(), role="student")
+        assert student.config.prediction == "v"
+        return (core.generate(student, held_out, 1) - target).pow(2).mean().item()
+
+    before = one_step_error()
+    engine.run()
+    after = one_step_error()
+    assert after < 0.75 * before, (before, after)
+    assert [r["student_steps"] for r in engine.records] == [1]
+
+
+@pytest.mark.parametrize("method,counts", [
+    # per image and update: PD two teacher evaluations and a student forward and backward; DSD two of its own, one
+    # with a backward, and no teacher at all
+    ("pd", {"teacher_forward": 2, "student_forward": 1, "student_backward": 1}),
+    ("dsd", {"teacher_forward": 0, "student_forward": 2, "student_backward": 1}),
+])
+def test_network_evaluations_per_update_as_the_cost_meter_counts_them(method, counts):
+    # A v teacher: DSD then starts with its self-taught rounds (no conversion round).
+    engine, core, _ = micro_engine(method, dict(target_steps=2, from_steps=8, updates=5, batch_size=6),
+                                   teacher_prediction="v")
+    engine.begin_round()
+    assert (engine.teacher is None) == (method == "dsd")
+    before = core.meter.snapshot()["counts"]
+    for _ in range(3):
+        engine.step()
+    after = core.meter.snapshot()["counts"]
+    measured = {k: (after[k] - before[k]) / (3 * 6) for k in counts}
+    assert measured == counts
+    assert counts["teacher_forward"] + counts["student_forward"] == BUILTIN_METHODS[method].forwards_per_update
+
+
+def test_dsd_converts_an_epsilon_teacher_first_at_two_evaluations_per_update():
+    engine, core, _ = micro_engine("dsd", dict(target_steps=2, from_steps=8, updates=5, batch_size=6))
+    assert [(r.teacher_steps, r.student_steps, r.self_taught) for r in engine.rounds] == [
+        (8, 8, False), (8, 4, True), (4, 2, True)]
+    engine.begin_round()
+    before = core.meter.snapshot()["counts"]
+    engine.step()
+    after = core.meter.snapshot()["counts"]
+    assert after["teacher_forward"] - before["teacher_forward"] == 6
+    assert after["student_forward"] - before["student_forward"] == 6
+
+
+def model_file(tmp_path, seed: int = 1):
+    core = DiffusionCore(MICRO_UNET, SHAPE, torch.device("cpu"), init_seed=seed)
+    path = tmp_path / "teacher.pt"
+    save_model_file(path, MICRO_UNET, core.model.state_dict())
+    return path, core
+
+
+def distill_args(model, out, *extra):
+    return ["distill", str(model), "--method", "pd", "--stream", "digits-5", "--task", "0", "--profile", "cpu",
+            "-o", str(out), "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--target-steps", "3"], "--target-steps must be a power of two"),
+    (["--target-steps", "128", "--from-steps", "64"], "must be smaller than the teacher's steps"),
+    (["--from-steps", "24"], "--from-steps must be a power of two"),
+    (["--method", "nope"], "unknown distillation method 'nope'"),
+    (["--learning-rate", "-1"], "--learning-rate must be positive"),
+])
+def test_bad_distill_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
+    model, _ = model_file(tmp_path)
+    assert main(distill_args(model, tmp_path / "out", "--no-eval", *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_of_another_architecture_is_refused(tmp_path, capsys):
+    _, core = model_file(tmp_path)
+    bare = tmp_path / "task0.pt"  # a run's models/taskK.pt: a bare state dict of the --model-preset
+    torch.save(core.model.state_dict(), bare)
+    assert main(distill_args(bare, tmp_path / "out", "--no-eval", "--model-preset", "tiny")) == 2
+    err = capsys.readouterr().err
+    assert "another architecture" in err and err.count("\n") == 1, err
+
+
+def test_distill_writes_a_v_model_per_round_that_records_how_it_is_sampled(tmp_path):
+    model, _ = model_file(tmp_path)
+    out = tmp_path / "out"
+    assert main(distill_args(model, out, "--no-eval", "--from-steps", "4", "--target-steps", "1", "--updates", "2",
+                             "--batch-size", "4", "--threads", "1")) == 0
+    result = json.loads((out / "distill.json").read_text())
+    assert [(r["teacher_steps"], r["student_steps"]) for r in result["rounds"]] == [(4, 2), (2, 1)]
+    assert result["config"]["options"] == {"method": "pd", "target_steps": 1, "from_steps": 4, "updates": 2,
+                                           "batch_size": 4, "learning_rate": 1e-4, "ema_decay": 0.995}
+    assert result["cost"]["updates"] == 4 and result["cost"]["forwards_per_update_per_image"] == 3
+    counts = result["cost"]["counts"]
+    # 4 updates of 4 chains: 2 teacher and 1 student evaluations each, plus the chains' spread at the start of
+    # round 4 -> 2 (two of them 2 teacher steps along; round 2 -> 1 has one student step: all start at noise)
+    assert counts["student_forward"] == counts["student_backward"] == 16
+    assert counts["teacher_forward"] == 32 + 2 * 2
+    assert result["cost"]["seconds"]["teacher_distillation"] > 0
+    doc = torch.load(out / "model.pt", weights_only=True)
+    assert doc["unet_config"]["prediction"] == "v" and doc["sampling"] == {"sampler": "ddim", "steps": 1}
+    assert torch.load(out / "models/steps2.pt", weights_only=True)["sampling"]["steps"] == 2
+    assert not (out / "checkpoint.pt").exists()
+    # The same command again finds its result; another configuration in the same directory is refused.
+    assert main(distill_args(model, out, "--no-eval", "--from-steps", "4", "--target-steps", "1", "--updates", "2",
+                             "--batch-size", "4")) == 0
+    assert main(distill_args(model, out, "--no-eval", "--from-steps", "4", "--target-steps", "2")) == 2
+
+
+@pytest.mark.slow  # two subprocesses and a reference distillation
+def test_killed_distillation_resumes_to_the_same_result(tmp_path):
+    model, _ = model_file(tmp_path)
+    args = ["--no-eval", "--from-steps", "4", "--target-steps", "1", "--updates", "16", "--batch-size", "4",
+            "--checkpoint-every", "2", "--threads", "1"]
+    reference = tmp_path / "reference"
+    assert main(distill_args(model, reference, *args)) == 0
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "cldiff_bench.cli", *distill_args(model, out, *args)]
+    for position in ((0, 4), (1, 6)):  # mid-round 0, then mid-round 1
+        proc = subprocess.Popen(cmd + (["--resume"] if (out / "checkpoint.pt").exists() else []), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                state = torch.load(out / "checkpoint.pt", weights_only=True)["engine"]
+            except Exception:
+                state = None  # not there yet, or being replaced
+            if state and (state["round"], state["update"]) >= position:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the distillation finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (out / "distill.json").exists()
+    assert main(distill_args(model, out, *args, "--resume")) == 0
+
+    def stripped(path):
+        doc = json.loads(path.read_text())
+        for r in doc["rounds"]:
+            r["cost"].pop("seconds")
+        return doc["rounds"], doc["cost"]["counts"]
+
+    assert stripped(out / "distill.json") == stripped(reference / "distill.json")
+    ours = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    theirs = torch.load(reference / "model.pt", weights_only=True)["state_dict"]
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+# --- teacher_accel inside continual learning -------------------------------------------------------------------------
+
+def gd_with(options: dict, core=None):
+    cls = load_registry().strategy("gd")
+    core = core or DiffusionCore(MICRO_UNET, (1, 32, 32), torch.device("cpu"))
+    return cls(core, cls.resolve_options("digits-5", options)), core
+
+
+def test_teacher_accel_is_recorded_only_when_used():
+    cls = load_registry().strategy("gd")
+    plain = cls.resolve_options("digits-5", {})
+    assert plain == {"lambda": 0.75, "teacher_steps": 2, "teacher_eta": 0.0}  # as before: hashes unchanged
+    assert cls.resolve_options("digits-5", {"teacher_accel": "none"}) == plain
+    assert cls.resolve_options("digits-5", {"teacher_accel": "pd"}) == {
+        **plain, "teacher_accel": "pd", "teacher_accel_from": 16, "teacher_accel_updates": 100}
+    for bad, message in (({"teacher_accel": "fast"}, "must be one of none, pd, dsd"),):
+        with pytest.raises(UserError, match=message):
+            cls.resolve_options("digits-5", bad)
+    with pytest.raises(UserError, match="power of two"):
+        gd_with({"teacher_accel": "pd", "teacher_steps": 3})
+    with pytest.raises(UserError, match="teacher_eta must be 0"):
+        gd_with({"teacher_accel": "dsd", "teacher_eta": 0.5})
+
+
+def test_results_with_and_without_the_accelerator_never_share_a_row():
+    from cldiff_bench.leaderboard.aggregate import LoadedResult, build_tables
+    plain, accelerated = make_result("gd", 0, {"fid": 10.0}), make_result("gd", 1, {"fid": 9.0})
+    accelerated["config"]["strategy_options"] = {"teacher_accel": "pd"}
+    with pytest.raises(UserError, match="strategy_options"):
+        build_tables([LoadedResult("a.json", plain), LoadedResult("b.json", accelerated)])
+
+
+@pytest.mark.parametrize("method", ["pd", "dsd"])
+def test_gd_replays_from_the_distilled_teacher_and_counts_its_cost(method):
+    strategy, core = gd_with({"teacher_accel": method, "teacher_accel_from": 4, "teacher_accel_updates": 2})
+    strategy.begin_task(1)
+    assert strategy.replay_teacher is None  # made before the first replay, not before it is needed
+    before = core.meter.snapshot()
+    first = strategy.batch_loss(batch(1, 0))
+    after = core.meter.snapshot()
+    assert strategy.replay_teacher.config.prediction == "v"
+    assert after["seconds"]["teacher_distillation"] > 0
+    # 4 images: 2-step replay (8) and gd's target (4) from the teacher; the distillation, all charged to the
+    # teacher: PD 2 updates x 3 evaluations x 4 chains + 4 to spread the chains; DSD a conversion round 4 -> 4
+    # (2 x 2 x 4, spread 1 + 2 + 3) and a round 4 -> 2 (2 x 2 x 4, spread 2 + 2)
+    distilled = {"pd": 2 * 3 * 4 + 4, "dsd": 2 * 2 * 4 + 6 + 2 * 2 * 4 + 4}[method]
+    assert after["counts"]["teacher_forward"] - before["counts"]["teacher_forward"] == 8 + 4 + distilled
+    assert after["counts"]["student_forward"] - before["counts"]["student_forward"] == 8
+    # Resumed mid-task, the distilled teacher comes back from the state: no second distillation, the same losses.
+    resumed, _ = gd_with({"teacher_accel": method, "teacher_accel_from": 4, "teacher_accel_updates": 2}, core)
+    resumed.load_state_dict(strategy.state_dict())
+    before = core.meter.snapshot()["counts"]["teacher_forward"]
+    again = resumed.batch_loss(batch(1, 1))
+    assert core.meter.snapshot()["counts"]["teacher_forward"] - before == 8 + 4
+    assert torch.equal(again.total, strategy.batch_loss(batch(1, 1)).total)
+    assert torch.isfinite(first.total)
