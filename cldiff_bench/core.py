@@ -5,6 +5,7 @@ through exactly the same code, and every network evaluation is counted.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass
 
 import torch
@@ -111,6 +112,7 @@ class DiffusionCore:
         self.image_shape = tuple(image_shape)
         self.device = torch.device(device)
         self.meter = meter or CostMeter(self.device)
+        self._compiled: dict[bool, object] = {}  # training or not -> the U-Net's compiled forward (speed.compile)
         # Initialise from a keyed generator so the weights depend on the seed alone, not on earlier global draws.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(init_seed, SEED_PURPOSE_INIT))
@@ -141,7 +143,25 @@ class DiffusionCore:
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
                     module.to(torch.bfloat16)
         if self.speed.compile:
-            model.compile(mode="reduce-overhead" if self.device.type == "cuda" else None)
+            self._compile(model, training)
+
+    def _compile(self, model: nn.Module, training: bool) -> None:
+        """Run `model`'s forward through one compiled function per role (the student's training forward; every
+        frozen copy's, teachers and metric samplers alike). The weights are inputs of the compiled graph, so a new
+        copy reuses it instead of compiling again, and the batch dimension is dynamic, so a smaller last batch
+        does too. The module's own call stays eager, and with it the cost meter's hooks that count NFEs."""
+        if training not in self._compiled:
+            self._compiled[training] = torch.compile(type(model).forward,
+                                                     mode="reduce-overhead" if self.device.type == "cuda" else None)
+        compiled, owner = self._compiled[training], weakref.ref(model)  # weak: no cycle keeps a copy alive
+
+        def forward(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            torch._dynamo.maybe_mark_dynamic(x, 0)
+            if t.dim() > 0:
+                torch._dynamo.maybe_mark_dynamic(t, 0)
+            return compiled(owner(), x, t)
+
+        model.forward = forward
 
     # --- sampling weights ----------------------------------------------------------------------------------------
     def reset_ema(self) -> None:

@@ -1,9 +1,11 @@
 """Every bad input is one line on stderr, exit status 2, no traceback, and nothing written."""
 import gzip
 import json
+import time
 
 import numpy as np
 import pytest
+import torch
 
 from cldiff_bench.cli import main
 from cldiff_bench.streams.datasets import FMNIST_FILES
@@ -125,3 +127,25 @@ def test_list_shows_a_strategys_options(capsys):
     assert main(["--plugin", "tests.plugins.replay_buffer_plugin", "list", "--strategy", "buffer-replay"]) == 0
     out = capsys.readouterr().out
     assert "buffer_per_task" in out and "images kept per task" in out and "int" in out
+
+
+def test_a_missing_fid_weights_file_fails_before_any_training_within_seconds(tmp_path, capsys):
+    """Preflight: the run checks the extractor's weights before task 0, so a machine that cannot load them loses
+    seconds, not a task's training."""
+    out = tmp_path / "out"
+    started = time.monotonic()
+    code = main(["run", "--strategy", "gd", "--stream", "digits-5", "--profile", "tiny", "--out", str(out),
+                 "--extractor", "inception", "--inception-weights", str(tmp_path / "missing.pth"), "--no-progress"])
+    elapsed = time.monotonic() - started
+    one_line_error(capsys, code, "missing.pth", "not found")
+    assert elapsed < 10, f"preflight took {elapsed:.1f} s"
+    assert not list(out.rglob("losses.csv")) and not list(out.rglob("checkpoint.pt"))
+
+
+def test_a_device_this_machine_lacks_is_refused_before_any_work(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = main(["run", "--strategy", "naive", "--stream", "digits-5", "--profile", "tiny", "--out",
+                 str(tmp_path / "out"), "--device", "cuda", "--no-progress"])
+    one_line_error(capsys, code, "cuda")
+    assert not files_under(tmp_path / "out")
