@@ -1,6 +1,7 @@
 """Speed of the suite's diffusion core against the reference stack (diffusers' UNet2DModel + DDIMScheduler).
 
     python benchmarks/perf.py [--quick] [--device cpu|cuda] [--stream fmnist|cifar10|both] [--json OUT.json]
+                              [--distill-only]
 
 Figures, each timed for the reference, ours with bf16 where the hardware has it natively, and ours in float32,
 taking turns:
@@ -8,6 +9,9 @@ taking turns:
   generate   teacher replay generation (DDIM, no grad), also at 4x the batch: what --replay-ahead 4 would get
   iteration  one full naive / gr / gd training iteration from task 2 on (the registered strategies)
   evaluate   evaluation sampling (10-step DDIM) at the largest batch that fits
+  distill    one update of progressive distillation (pd) and of direct self-distillation (dsd) on the Fashion-MNIST
+             network: updates/s against the analytic 3 : 2 ratio of network evaluations, and each one's memory
+             peak in a fresh process (ours only: diffusers has no distillation); --distill-only runs this alone
 images/s counts the real images of a batch; the achieved FLOP/s counts a backward as two forwards.
 --quick is sized for a small CPU: the Fashion-MNIST network only and smaller batches. Without
 it every figure runs at the study's batch sizes on both networks, which is meant for a GPU.
@@ -34,6 +38,7 @@ from tabulate import tabulate
 
 from cldiff_bench.core import cpu_supports_bf16, resolve_precision
 from cldiff_bench.cost import device_name
+import perf_distill
 from perf_ours import STREAMS, Ours, strategy_options
 from perf_reference import Reference
 from perf_timing import conv_peak, forward_flops, largest_batch, matmul_peak, measure
@@ -52,6 +57,8 @@ class Plan:
     warmup: int
     repeats: int
     peak_size: int
+    distill_batch: int = 8
+    distill_memory_updates: int = 2
     skipped: list[str] = field(default_factory=list)
 
 
@@ -59,7 +66,7 @@ def make_plan(args, device: torch.device) -> Plan:
     cuda = device.type == "cuda"
     if args.quick:
         plan = Plan(streams=["fmnist"], train_batches=[32, 128], generation=[(2, 32), (2, 128)], iteration_batch=8,
-                    eval_batch=128, warmup=1, repeats=3, peak_size=2048,
+                    eval_batch=128, warmup=1, repeats=3, peak_size=2048, distill_batch=8,
                     skipped=["10-step generation at batch 128", "2-step generation at batch 512",
                              "iterations at batch 128 (run at batch 8)",
                              "evaluation sampling at the largest batch (run at batch 128)"])
@@ -70,7 +77,8 @@ def make_plan(args, device: torch.device) -> Plan:
         plan = Plan(streams=["fmnist", "cifar10"], train_batches=[32, 128],
                     generation=[(2, 128), (10, 128), (2, 512)],
                     iteration_batch=128, eval_batch=0 if cuda else 256, warmup=3 if cuda else 1,
-                    repeats=10 if cuda else 3, peak_size=8192 if cuda else 4096)
+                    repeats=10 if cuda else 3, peak_size=8192 if cuda else 4096, distill_batch=128 if cuda else 32,
+                    distill_memory_updates=5)
     if args.stream:
         plan.streams = ["fmnist", "cifar10"] if args.stream == "both" else [args.stream]
     plan.warmup = args.warmup if args.warmup is not None else plan.warmup
@@ -205,6 +213,42 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def distillation(plan: Plan, device: torch.device) -> dict:
+    """PD's and DSD's updates on the Fashion-MNIST network (see perf_distill.py)."""
+    _, preset, shape = STREAMS["fmnist"]
+    print(f"fmnist: distillation updates at batch {plan.distill_batch}", flush=True)
+    rows = perf_distill.timing_rows(preset, shape, device, plan.distill_batch, plan.warmup, plan.repeats, measure)
+    memory = perf_distill.memory_peaks(preset, shape, device, plan.distill_batch, plan.distill_memory_updates)
+    return {"rows": rows, "memory": memory, "ratio": perf_distill.ratio_row(rows)}
+
+
+def distillation_report(result: dict) -> str:
+    ratio = result["ratio"]
+    table = tabulate(perf_distill.report_rows(result["rows"], result["memory"]),
+                     headers=["method", "batch", "updates/s", "NFE/update", "counted NFE/update", "memory peak"])
+    return (f"\ndistillation updates (fmnist network, 64 -> 32 steps):\n{table}\n"
+            f"dsd/pd updates per second {ratio['dsd_over_pd_updates_per_s']:.3f}; analytic "
+            f"{ratio['analytic_forwards_ratio']:.3f} by forwards, {ratio['analytic_with_backward']:.3f} with the "
+            f"backward as two forwards")
+
+
+def distill_figure(plan: Plan, device: torch.device, json_path: Path | None) -> int:
+    started = datetime.datetime.now(datetime.timezone.utc)
+    result = {"meta": {"date": started.isoformat(timespec="seconds"), "mode": "distill-only",
+                       "torch": torch.__version__, "device": str(device), "device_name": device_name(device),
+                       "threads": torch.get_num_threads(), "warmup": plan.warmup, "repeats": plan.repeats},
+              "distillation": distillation(plan, device)}
+    elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+    result["meta"]["elapsed_s"] = elapsed
+    print(distillation_report(result["distillation"]))
+    print(f"\ndistill-only took {elapsed:.0f} s")
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"written to {json_path}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="10-15 minutes on a 2-core CPU")
@@ -213,6 +257,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--distill-only", action="store_true", help="only the distillation figure")
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -223,6 +268,8 @@ def main(argv=None) -> int:
     native_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
     precision = resolve_precision("bf16" if native_bf16 else "fp32", device)
     started = datetime.datetime.now(datetime.timezone.utc)
+    if args.distill_only:
+        return distill_figure(plan, device, args.json)
 
     peaks = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
@@ -250,9 +297,11 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         meta["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
     result = {"meta": meta, "peak_flop_per_s": peaks, "networks": networks, "rows": rows,
-              "iteration_ratios": iteration_ratios(rows), "skipped": plan.skipped}
+              "iteration_ratios": iteration_ratios(rows), "skipped": plan.skipped,
+              "distillation": distillation(plan, device)}
     print()
     print(report(result))
+    print(distillation_report(result["distillation"]))
     print(f"\n{meta['mode']} mode took {elapsed:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
