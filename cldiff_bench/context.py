@@ -75,6 +75,8 @@ class RunContext:
             "init_model": fingerprint(s.init_model) if s.init_model else None,
             "evaluation": s.recorded_evaluation(),
             "class_order": list(self.stream.class_order),
+            # Only for a variant, so the configurations (and hashes) of plain runs stay what they were.
+            **({"variant": s.variant} if s.variant != s.strategy else {}),
         }
 
     def open_loss_log(self, run_dir: Path, task: int, iteration: int) -> LossLog:

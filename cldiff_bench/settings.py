@@ -125,6 +125,7 @@ class RunSettings:
     fid_steps: int                       # DDIM steps of metric samples and sample grids
     speed: SpeedOptions
     strategy_options: dict[str, Any]     # the strategy's option values, defaults filled in
+    variant: str                         # the run's name: the strategy's, or a variant's (gd+pd; Option.names_variant)
     device: torch.device
     data_root: Path
     cache_dir: Path
@@ -148,7 +149,7 @@ class RunSettings:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.out) / self.stream / self.budget.profile / self.strategy / f"seed{self.seed}"
+        return Path(self.out) / self.stream / self.budget.profile / self.variant / f"seed{self.seed}"
 
     def recorded_evaluation(self) -> dict | None:
         return recorded_evaluation(self.evaluation) if self.evaluate else None
@@ -224,7 +225,8 @@ def resolve_settings(cfg: RunConfig, registry: Registry) -> RunSettings:
         # Flips the study applies to this data set's training images (CIFAR-10), at the profiles that follow it.
         hflip=bool(profile.study_augmentation and spec.study_hflip),
         evaluation=evaluation, eval_settings=_eval_settings(evaluation) if cfg.evaluate else None,
-        fid_steps=evaluation["fid_steps"], speed=speed, strategy_options=options, device=device,
+        fid_steps=evaluation["fid_steps"], speed=speed, strategy_options=options,
+        variant=strategy_cls.variant(cfg.stream, options), device=device,
         data_root=resolve_data_root(cfg.data_root), cache_dir=cache, out=Path(cfg.out), init_model=cfg.init_model,
         checkpoint_every=cfg.checkpoint_every, resume=cfg.resume, force=cfg.force, progress=cfg.progress,
         tensorboard=cfg.tensorboard, study_seeds=tuple(profile.study_seeds) if profile.study_seeds else None,

@@ -67,13 +67,15 @@ class Option:
     `choices`: the values a string option takes. `omit_default`: for an option added after results were published
     (teacher_accel and its settings): while every such option of the strategy is at its default, none is in the
     resolved options, so the configurations and hashes of runs made before it existed stay the same; once one is
-    set, all are recorded. Read them with `Strategy.option`."""
+    set, all are recorded. Read them with `Strategy.option`. `names_variant`: a value other than the default makes
+the run a variant of the strategy named `strategy+value` (gd+pd): its own run directory and leaderboard row."""
     default: Any
     help: str
     per_stream: dict | None = None
     minimum: float | None = None
     choices: tuple | None = None
     omit_default: bool = False
+    names_variant: bool = False
 
     def default_for(self, stream_name: str) -> Any:
         return (self.per_stream or {}).get(stream_name, self.default)
@@ -147,6 +149,14 @@ class Strategy:
             for k in late:
                 del resolved[k]
         return resolved
+
+    @classmethod
+    def variant(cls, stream_name: str, resolved: dict[str, Any]) -> str:
+        """The run's name on boards and in run directories: the strategy's, with `+value` for each variant-naming
+        option set away from its default (gd+pd)."""
+        parts = [cls.name] + [str(resolved[k]) for k, opt in cls.options.items()
+                              if opt.names_variant and k in resolved and resolved[k] != opt.default_for(stream_name)]
+        return "+".join(parts)
 
     def option(self, name: str) -> Any:
         """This strategy's value of option `name`: the resolved one, else (an omitted option) its default."""

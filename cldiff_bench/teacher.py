@@ -32,7 +32,7 @@ TEACHER_ETA = Option(0.0, "DDIM eta of the teacher's replay samples (0 = determi
 # The accelerator's options, recorded only when one is used (so runs without it keep their configurations).
 TEACHER_ACCEL = Option("none", "distil the teacher down to teacher_steps before replay: none, pd (progressive "
                        "distillation) or dsd (direct self-distillation)", choices=("none", "pd", "dsd"),
-                       omit_default=True)
+                       omit_default=True, names_variant=True)
 TEACHER_ACCEL_FROM = Option(16, "teacher_accel: the teacher's steps its first round starts from (a power of two "
                             "above teacher_steps)", minimum=1, omit_default=True)
 TEACHER_ACCEL_UPDATES = Option(100, "teacher_accel: updates per round (batch: the run's batch size)", minimum=1,

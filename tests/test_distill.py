@@ -253,12 +253,35 @@ def test_teacher_accel_is_recorded_only_when_used():
         gd_with({"teacher_accel": "dsd", "teacher_eta": 0.5})
 
 
-def test_results_with_and_without_the_accelerator_never_share_a_row():
+def test_an_accelerated_run_is_a_variant_with_its_own_directory_and_board_row(tmp_path):
+    from cldiff_bench.context import RunContext
     from cldiff_bench.leaderboard.aggregate import LoadedResult, build_tables
-    plain, accelerated = make_result("gd", 0, {"fid": 10.0}), make_result("gd", 1, {"fid": 9.0})
-    accelerated["config"]["strategy_options"] = {"teacher_accel": "pd"}
+    from cldiff_bench.settings import RunConfig, resolve_settings
+
+    def settings(**options):
+        return resolve_settings(RunConfig(strategy="gd", stream="digits-5", profile="tiny", device="cpu",
+                                          out=tmp_path, strategy_options=options), load_registry())
+
+    plain, accelerated = settings(), settings(teacher_accel="pd")
+    assert plain.run_dir == tmp_path / "digits-5" / "tiny" / "gd" / "seed0"
+    assert accelerated.run_dir == tmp_path / "digits-5" / "tiny" / "gd+pd" / "seed0"
+    assert "variant" not in RunContext.build(plain).resolved_config()  # plain runs keep their configuration
+    assert RunContext.build(accelerated).resolved_config()["variant"] == "gd+pd"
+
+    runs = [make_result("gd", s, {"fid": 10.0 + s}) for s in (0, 1)]
+    for seed in (0, 1):
+        doc = make_result("gd", seed, {"fid": 8.0 + seed})
+        doc["config"]["strategy_options"] = {"teacher_accel": "pd"}
+        doc["config"]["variant"] = "gd+pd"
+        runs.append(doc)
+    (table,) = build_tables([LoadedResult(f"{i}.json", doc) for i, doc in enumerate(runs)])
+    rows = {r.name: r for r in table.rows}
+    assert sorted(rows) == ["gd", "gd+pd"]
+    assert rows["gd+pd"].final["fid"][0] == 8.5 and rows["gd"].final["fid"][0] == 10.5
+    # Seeds of one row that differ in the accelerator (a result not named as a variant) are still refused.
+    runs[3]["config"].pop("variant")
     with pytest.raises(UserError, match="strategy_options"):
-        build_tables([LoadedResult("a.json", plain), LoadedResult("b.json", accelerated)])
+        build_tables([LoadedResult(f"{i}.json", doc) for i, doc in enumerate(runs[:1] + runs[3:])])
 
 
 @pytest.mark.parametrize("method", ["pd", "dsd"])

@@ -34,7 +34,9 @@ class LoadedResult:
 
     @property
     def strategy(self) -> str:
-        return self.doc["config"]["strategy"]
+        """The row the result belongs to: its strategy, or the variant it ran as (gd+pd: gd with a teacher
+        accelerator), which is a row of its own."""
+        return self.doc["config"].get("variant") or self.doc["config"]["strategy"]
 
     @property
     def seed(self) -> int:
