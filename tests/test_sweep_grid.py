@@ -11,15 +11,7 @@ import pytest
 pytest.importorskip("submitit")
 
 from cldiff_bench.cli import main  # noqa: E402
-
-
-def one_line_error(capsys, code, *needles):
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
+from tests.test_bad_input import one_line_error  # noqa: E402
 
 
 def dry_run(capsys, *args) -> list[list[str]]:

@@ -16,6 +16,7 @@ pytest.importorskip("submitit")
 
 from cldiff_bench.checkpoint import CHECKPOINT_NAME  # noqa: E402
 from cldiff_bench.cli import main  # noqa: E402
+from tests.test_end_to_end import strip_timing  # noqa: E402
 
 FIRST_JOB_ID = 4242
 
@@ -70,17 +71,6 @@ for opt, fd in (("--output", 1), ("--error", 2)):
         os.dup2(out, fd)
 os.execvp(args[0], args)
 """
-
-
-def strip_timing(result: dict) -> dict:
-    """A result without what legitimately differs between two identical runs (as test_end_to_end's)."""
-    result = json.loads(json.dumps(result))
-    for key in ("created", "wall_seconds"):
-        result.pop(key)
-    result["cost"].pop("seconds")
-    for task in result["tasks"]:
-        task["cost"] = task["cost"]["counts"]
-    return result
 
 
 class FakeSlurm:
