@@ -334,7 +334,9 @@ def _submit(args, cells, plan, blocks, sweep_dir: Path, opts, leaderboard: Path 
         code = 1 if any(c.state == "failed" for c in cells_status) else 0
     if leaderboard is not None:
         minutes = (time.time() - started) / 60
-        produced = f"{command} ({len(cells)} cells; {description}: {minutes:.0f} min wall for this invocation)"
+        ran = f"{len(to_run)} run by this invocation, the others skipped as done" if len(to_run) < len(cells) \
+            else "all run by this invocation"
+        produced = f"{command} ({len(cells)} cells, {ran}; {description}: {minutes:.0f} min wall for this invocation)"
         lb = _leaderboard(sorted({str(c.settings.out) for c in cells}), leaderboard, produced)
         code = code or lb
     return code
