@@ -120,3 +120,23 @@ def test_the_ruler_labels_a_two_class_models_samples_as_those_two_classes():
     labels = predict_logits(classifier, samples, 200, torch.device("cpu")).argmax(1)
     inside = torch.isin(labels, torch.tensor(stream.tasks[0].classes)).double().mean().item()
     assert inside >= 0.9, torch.bincount(labels, minlength=10).tolist()
+
+
+@pytest.mark.slow  # two processes, one of which trains the digits classifier
+def test_processes_side_by_side_train_the_evaluation_classifier_once(tmp_path):
+    """Two runs that both miss the classifier cache: one trains it, the other waits for it and loads it."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "cldiff_bench.cli", "train-evaluator", "--stream", "digits-5", "--profile", "tiny",
+           "--cache-dir", str(tmp_path), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    trained = [err for _, err in outputs if "cldiff-bench: training the evaluation classifier" in err]
+    assert len(trained) == 1, outputs
+    weights = sorted((tmp_path / "evaluators").glob("*.pt"))
+    assert len(weights) == 1

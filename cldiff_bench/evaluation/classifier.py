@@ -18,6 +18,7 @@ Recipes:
 from __future__ import annotations
 
 import copy
+import fcntl
 import functools
 import hashlib
 import json
@@ -302,11 +303,39 @@ def train_evaluation_classifier(stream: Stream, settings, cache_dir: pathlib.Pat
                                  settings.classifier_weights)
     weights_path, info_path = classifier_paths(cache_dir, stream.dataset, version)
     if not retrain and weights_path.exists() and info_path.exists():
-        # The saved weights replace the initial ones, ImageNet body included: no pretrained file is needed.
-        model = build_network(arch, stream.num_classes, derive_seed(seed, _PURPOSE_INIT))
-        model.load_state_dict(load_tensors(weights_path))
-        info = json.loads(info_path.read_text())
-        return model.to(device).eval(), info
+        return _load_cached(arch, stream, seed, weights_path, info_path, device)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    # Runs side by side that miss the cache train the classifier once: the others wait for it and load it.
+    with open(weights_path.with_name(weights_path.name + ".lock"), "a") as lock:
+        if not _try_lock(lock):
+            print(f"cldiff-bench: waiting for another process to finish training the evaluation classifier "
+                  f"({weights_path.name})", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not retrain and weights_path.exists() and info_path.exists():
+            return _load_cached(arch, stream, seed, weights_path, info_path, device)
+        return _train_and_cache(stream, settings, arch, epochs, seed, version, weights_path, info_path, device,
+                                progress)
+
+
+def _try_lock(handle) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _load_cached(arch: str, stream: Stream, seed: int, weights_path: pathlib.Path, info_path: pathlib.Path,
+                 device: torch.device) -> tuple[nn.Module, dict]:
+    # The saved weights replace the initial ones, ImageNet body included: no pretrained file is needed.
+    model = build_network(arch, stream.num_classes, derive_seed(seed, _PURPOSE_INIT))
+    model.load_state_dict(load_tensors(weights_path))
+    return model.to(device).eval(), json.loads(info_path.read_text())
+
+
+def _train_and_cache(stream: Stream, settings, arch: str, epochs: int, seed: int, version: str,
+                     weights_path: pathlib.Path, info_path: pathlib.Path, device: torch.device,
+                     progress: bool) -> tuple[nn.Module, dict]:
     if epochs < 1:
         raise UserError(f"classifier_epochs must be >= 1, got {epochs}")
     recipe = RECIPES[arch]
