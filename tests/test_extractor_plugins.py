@@ -37,6 +37,9 @@ def test_builtin_identities_are_the_cache_keys_of_before(tmp_path):
     settings = EvalSettings()
     assert specs["classifier"].identity(settings, {"version": "ruler-cnn-e12-0123abcd"}) == \
         "classifier:ruler-cnn-e12-0123abcd"
+    # Statistics in the features of another training of the same recipe are another key.
+    assert specs["classifier"].identity(settings, {"version": "ruler-cnn-e12-0123abcd", "weights_sha256": "ab12"}) \
+        == "classifier:ruler-cnn-e12-0123abcd:ab12"
     assert specs["inception"].identity(settings, None) == "inception-v3-compat:default"
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"not really weights")
@@ -56,7 +59,7 @@ def test_builtin_identities_are_the_cache_keys_of_before(tmp_path):
 def test_list_shows_the_extractors_with_their_source(capsys):
     assert main(["--plugin", PLUGIN, "list"]) == 0
     out = capsys.readouterr().out
-    table = out[out.index("FID feature extractors"):out.index("\nProfiles")]
+    table = out[out.index("FID feature extractors"):out.index("\nSamplers")]
     rows = {line.split()[0]: line for line in table.splitlines()[3:] if line.strip()}
     assert set(rows) == {"classifier", "inception", "inception-offline", "image-stats"}
     assert rows["image-stats"].rstrip().endswith(f"--plugin {PLUGIN}")

@@ -89,6 +89,19 @@ def test_mixing_extractors_or_versions_is_refused_unless_allowed(results_dir, tm
     assert any("(!)" in r.flags for r in table.rows) and table.notes
 
 
+def test_results_scored_by_two_trainings_of_one_classifier_recipe_are_refused():
+    """The same recipe trained on two processors is two networks: FIDs in their features do not compare."""
+    from cldiff_bench.leaderboard.aggregate import LoadedResult
+    docs = [make_result("naive", s, {"fid": 5.0}) for s in (0, 1)]
+    for doc, digest in zip(docs, ("aaaa", "bbbb")):
+        doc["evaluation"]["evaluation_classifier"]["weights_sha256"] = digest
+    with pytest.raises(UserError, match=r"evaluation classifier: .*weights aaaa.*weights bbbb"):
+        build_tables([LoadedResult(f"{i}.json", d) for i, d in enumerate(docs)])
+    docs[1]["evaluation"]["evaluation_classifier"]["weights_sha256"] = "aaaa"
+    (table,) = build_tables([LoadedResult(f"{i}.json", d) for i, d in enumerate(docs)])
+    assert table.rows[0].seeds == [0, 1]
+
+
 def test_duplicate_seed_is_refused(results_dir, tmp_path):
     other = tmp_path / "copy"
     write(other, make_result("gd", 1, {"fid": 99.0}))

@@ -330,7 +330,14 @@ def _load_cached(arch: str, stream: Stream, seed: int, weights_path: pathlib.Pat
     # The saved weights replace the initial ones, ImageNet body included: no pretrained file is needed.
     model = build_network(arch, stream.num_classes, derive_seed(seed, _PURPOSE_INIT))
     model.load_state_dict(load_tensors(weights_path))
-    return model.to(device).eval(), json.loads(info_path.read_text())
+    return model.to(device).eval(), {**json.loads(info_path.read_text()), "weights_sha256": weights_digest(weights_path)}
+
+
+def weights_digest(path: pathlib.Path) -> str:
+    """The classifier's weights by content. Its version names the recipe and the data, but the same recipe
+    trained on another processor (other vector units, other rounding) is another network with other features and
+    labels, so results record which one scored them and a board never ranks results of two together."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def _train_and_cache(stream: Stream, settings, arch: str, epochs: int, seed: int, version: str,
@@ -360,5 +367,6 @@ def _train_and_cache(stream: Stream, settings, arch: str, epochs: int, seed: int
             "test_accuracy": float((pred == test.labels).double().mean()),
             "test_accuracy_per_class": per_class, "train_seconds": round(seconds, 3), "file": weights_path.name}
     atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights_path)
+    info["weights_sha256"] = weights_digest(weights_path)
     atomic_write_json(info_path, info)
     return model.eval(), info

@@ -218,7 +218,9 @@ def build_classifier_extractor(classifier: nn.Module, device: torch.device, sett
 
 
 def classifier_extractor_identity(settings, classifier_info: dict) -> str:
-    return f"classifier:{classifier_info['version']}"
+    # The weights' digest too: the same recipe trained on another processor is another network.
+    digest = classifier_info.get("weights_sha256")
+    return f"classifier:{classifier_info['version']}" + (f":{digest}" if digest else "")
 
 
 def build_inception_extractor(classifier, device: torch.device, settings):

@@ -57,7 +57,7 @@ class LoadedResult:
         return {"suite version": self.doc["suite"]["version"], "budget": cfg["budget"], "model": cfg["model"],
                 "precision": cfg.get("precision"), "extractor": ev.get("extractor"),
                 "generated samples": settings.get("num_generated"), "metric sampling steps": settings.get("fid_steps"),
-                "evaluation classifier": (ev.get("evaluation_classifier") or {}).get("version")}
+                "evaluation classifier": _classifier_identity(ev.get("evaluation_classifier") or {})}
 
     def scoring(self) -> dict:
         full = self.comparability()
@@ -69,6 +69,13 @@ class LoadedResult:
         cfg.pop("seed")
         cfg.pop("class_order", None)  # follows from the seed
         return cfg
+
+
+def _classifier_identity(info: dict) -> str | None:
+    """The evaluation classifier's version, and its weights' digest where the result records it (results before
+    the digest was recorded give the version alone)."""
+    version, digest = info.get("version"), info.get("weights_sha256")
+    return f"{version} (weights {digest})" if version and digest else version
 
 
 def find_results(paths: list[Path]) -> list[Path]:
