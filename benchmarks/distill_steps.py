@@ -1,0 +1,171 @@
+"""FID against sampling steps for plain DDIM, progressive distillation (pd) and direct self-distillation (dsd), on
+the task-0 model of fmnist-5 at the leaderboard's profile, several seeds.
+
+    python benchmarks/distill_steps.py [--data-root DATA] [--profile cpu] [--seeds 0,1,2] [--from-steps 16]
+                                       [--updates 200] [--learning-rate 1e-3] [--out runs/distill-steps]
+                                       [--record benchmarks/results]
+
+For each seed: the task-0 model of a naive run (task 0 is the same for every strategy: nothing to replay yet),
+stopped once that model is written; then `cldiff-bench distill` with each method from --from-steps down to 1 step,
+which scores the distilled models at 1, 2, 4 and 8 steps beside the input model with plain DDIM at the same steps
+(the same sample seeds). The learning rate defaults to 1e-3, not distill's 1e-4 (Salimans & Ho's, for rounds of
+tens of thousands of updates): at 200 updates per round 1e-4 leaves the first round's student, which also turns the
+epsilon teacher into a v model, far from its teacher (seed 0: FID 81 at 8 steps against DDIM's 18). Everything resumes: finished distillations are skipped, a killed one continues.
+The record is a table (markdown), the numbers (JSON) and a plot of FID against steps (PNG).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tabulate import tabulate
+
+from cldiff_bench.leaderboard.aggregate import mean_and_standard_error
+
+METHODS = ("pd", "dsd")
+STREAM = "fmnist-5"
+STEPS = ("1", "2", "4", "8")
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cldiff_bench.cli", *args]
+
+
+def task0_model(out: Path, seed: int, args) -> Path:
+    """A naive run's models/task0.pt, the run stopped (as Ctrl-C stops it: checkpointed) once the file is there."""
+    root = out / "runs"
+    model = root / STREAM / args.profile / "naive" / f"seed{seed}" / "models" / "task0.pt"
+    if model.is_file():
+        return model
+    cmd = cli("run", "--strategy", "naive", "--stream", STREAM, "--profile", args.profile, "--seed", str(seed),
+              "--no-eval", "--threads", str(args.threads), "--no-progress", "--resume", "--out", str(root),
+              *(["--data-root", args.data_root] if args.data_root else []))
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    while not model.is_file():
+        if proc.poll() is not None:
+            raise SystemExit(f"the naive run of seed {seed} ended (status {proc.returncode}) without {model}")
+        time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    proc.wait()
+    return model
+
+
+def distilled(out: Path, model: Path, method: str, seed: int, args) -> dict:
+    target = out / method / f"seed{seed}"
+    result = target / "distill.json"
+    if not result.is_file():
+        cmd = cli("distill", str(model), "--method", method, "--stream", STREAM, "--task", "0", "--seed", str(seed),
+                  "--profile", args.profile, "--from-steps", str(args.from_steps), "--target-steps", "1",
+                  "--updates", str(args.updates), "--learning-rate", str(args.learning_rate), "--threads", str(args.threads), "--no-progress", "-o", str(target),
+                  *(["--resume"] if (target / "checkpoint.pt").is_file() else []),
+                  *(["--data-root", args.data_root] if args.data_root else []))
+        subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    return json.loads(result.read_text())
+
+
+def summary(docs: dict[str, list[dict]]) -> dict:
+    """{sampler: {steps: {metric: (mean, se, n)}}}, DDIM's from every distillation's input-model scores."""
+    rows: dict[str, dict[str, dict]] = {}
+    samples = {"ddim": [d["scores"] for d in docs[METHODS[0]]]}
+    samples.update({m: [d["scores"] for d in docs[m]] for m in METHODS})
+    for name, scores in samples.items():
+        key = "ddim" if name == "ddim" else "distilled"
+        rows[name] = {}
+        for steps in STEPS:
+            values = [s[steps][key] for s in scores if s[steps][key] is not None]
+            rows[name][steps] = {metric: mean_and_standard_error([v[metric] for v in values])
+                                 for metric in ("fid", "kld")} if values else None
+    return rows
+
+
+def cost(docs: dict[str, list[dict]]) -> dict:
+    return {m: {"updates": docs[m][0]["cost"]["updates"],
+                "network_evaluations": docs[m][0]["cost"]["network_evaluations"],
+                "seconds": [d["cost"]["seconds"].get("teacher_distillation") for d in docs[m]]} for m in METHODS}
+
+
+def fmt(stat) -> str:
+    if stat is None:
+        return "-"
+    mean, se = stat
+    return f"{mean:.3g}" if se is None else f"{mean:.3g} ± {se:.2g}"
+
+
+def table(rows: dict, costs: dict, args, seeds: list[int]) -> str:
+    head = (f"FID and KLD of fmnist-5's task-0 model (classes of task 0) against sampling steps: plain DDIM, and "
+            f"the model distilled by pd and dsd from {args.from_steps} steps down to 1 ({args.updates} updates of "
+            f"64 chains per round, one round per halving, learning rate {args.learning_rate:g}), seeds {','.join(map(str, seeds))}, profile "
+            f"`{args.profile}`; mean ± s.e. Made by `python benchmarks/distill_steps.py`.\n\n")
+    lines = [[name] + [f"{fmt(r['fid'])} / {fmt(r['kld'])}" if r else "-" for r in (rows[name][s] for s in STEPS)]
+             for name in ("ddim", *METHODS)]
+    body = tabulate(lines, headers=["sampler", *(f"{s} step{'s' if s != '1' else ''}: FID / KLD" for s in STEPS)],
+                    tablefmt="github")
+    cost_lines = [[m, c["updates"], c["network_evaluations"],
+                   f"{sum(c['seconds']) / len(c['seconds']):.0f}" if all(c["seconds"]) else "-"]
+                  for m, c in costs.items()]
+    cost_table = tabulate(cost_lines, headers=["method", "updates", "network evaluations", "seconds (mean)"],
+                          tablefmt="github")
+    return head + body + "\n\nCost of each distillation (one seed's; seconds on one thread):\n\n" + cost_table + "\n"
+
+
+def plot(rows: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name in ("ddim", *METHODS):
+        points = [(int(s), rows[name][s]["fid"]) for s in STEPS if rows[name][s]]
+        ax.errorbar([p[0] for p in points], [p[1][0] for p in points], yerr=[p[1][1] or 0 for p in points],
+                    marker="o", capsize=3, label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sampling steps")
+    ax.set_ylabel("FID (task 0)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--from-steps", type=int, default=16)
+    p.add_argument("--updates", type=int, default=200)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=Path("runs/distill-steps"))
+    p.add_argument("--record", type=Path, default=Path("benchmarks/results"))
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    docs: dict[str, list[dict]] = {m: [] for m in METHODS}
+    for seed in seeds:
+        model = task0_model(args.out, seed, args)
+        for method in METHODS:
+            docs[method].append(distilled(args.out, model, method, seed, args))
+    rows, costs = summary(docs), cost(docs)
+    stem = f"distill-steps-{STREAM}-{args.profile}"
+    args.record.mkdir(parents=True, exist_ok=True)
+    text = table(rows, costs, args, seeds)
+    (args.record / f"{stem}.md").write_text(text)
+    (args.record / f"{stem}.json").write_text(json.dumps(
+        {"seeds": seeds, "from_steps": args.from_steps, "updates": args.updates, "learning_rate": args.learning_rate,
+         "profile": args.profile,
+         "summary": rows, "cost": costs,
+         "runs": {m: [{"seed": s, "scores": d["scores"], "cost": d["cost"]} for s, d in zip(seeds, docs[m])]
+                  for m in METHODS}}, indent=2) + "\n")
+    plot(rows, args.record / f"{stem}.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
