@@ -2,7 +2,7 @@
 the task-0 model of fmnist-5 at the leaderboard's profile, several seeds.
 
     python benchmarks/distill_steps.py [--data-root DATA] [--profile cpu] [--seeds 0,1,2] [--from-steps 16]
-                                       [--updates 200] [--learning-rate 1e-3] [--out runs/distill-steps]
+                                       [--updates 200] [--learning-rate 1e-3] [--methods pd,dsd] [--out runs/distill-steps]
                                        [--record benchmarks/results]
 
 For each seed: the task-0 model of a naive run (task 0 is the same for every strategy: nothing to replay yet),
@@ -70,10 +70,12 @@ def distilled(out: Path, model: Path, method: str, seed: int, args) -> dict:
 
 
 def summary(docs: dict[str, list[dict]]) -> dict:
-    """{sampler: {steps: {metric: (mean, se, n)}}}, DDIM's from every distillation's input-model scores."""
+    """{sampler: {steps: {metric: (mean, se)}}}, DDIM's from the first method's input-model scores (every
+    distillation scores its input model with the same seeds)."""
     rows: dict[str, dict[str, dict]] = {}
-    samples = {"ddim": [d["scores"] for d in docs[METHODS[0]]]}
-    samples.update({m: [d["scores"] for d in docs[m]] for m in METHODS})
+    methods = list(docs)
+    samples = {"ddim": [d["scores"] for d in docs[methods[0]]]}
+    samples.update({m: [d["scores"] for d in docs[m]] for m in methods})
     for name, scores in samples.items():
         key = "ddim" if name == "ddim" else "distilled"
         rows[name] = {}
@@ -87,7 +89,7 @@ def summary(docs: dict[str, list[dict]]) -> dict:
 def cost(docs: dict[str, list[dict]]) -> dict:
     return {m: {"updates": docs[m][0]["cost"]["updates"],
                 "network_evaluations": docs[m][0]["cost"]["network_evaluations"],
-                "seconds": [d["cost"]["seconds"].get("teacher_distillation") for d in docs[m]]} for m in METHODS}
+                "seconds": [d["cost"]["seconds"].get("teacher_distillation") for d in docs[m]]} for m in docs}
 
 
 def fmt(stat) -> str:
@@ -99,11 +101,12 @@ def fmt(stat) -> str:
 
 def table(rows: dict, costs: dict, args, seeds: list[int]) -> str:
     head = (f"FID and KLD of fmnist-5's task-0 model (classes of task 0) against sampling steps: plain DDIM, and "
-            f"the model distilled by pd and dsd from {args.from_steps} steps down to 1 ({args.updates} updates of "
-            f"64 chains per round, one round per halving, learning rate {args.learning_rate:g}), seeds {','.join(map(str, seeds))}, profile "
-            f"`{args.profile}`; mean ± s.e. Made by `python benchmarks/distill_steps.py`.\n\n")
+            f"the model distilled by {', '.join(costs)} from {args.from_steps} steps down to 1 ({args.updates} "
+            f"updates of 64 chains per round, one round per halving, learning rate {args.learning_rate:g}), seeds "
+            f"{','.join(map(str, seeds))}, profile `{args.profile}`; mean ± s.e. Made by "
+            f"`python benchmarks/distill_steps.py`.\n\n")
     lines = [[name] + [f"{fmt(r['fid'])} / {fmt(r['kld'])}" if r else "-" for r in (rows[name][s] for s in STEPS)]
-             for name in ("ddim", *METHODS)]
+             for name in rows]
     body = tabulate(lines, headers=["sampler", *(f"{s} step{'s' if s != '1' else ''}: FID / KLD" for s in STEPS)],
                     tablefmt="github")
     cost_lines = [[m, c["updates"], c["network_evaluations"],
@@ -120,7 +123,7 @@ def plot(rows: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name in ("ddim", *METHODS):
+    for name in rows:
         points = [(int(s), rows[name][s]["fid"]) for s in STEPS if rows[name][s]]
         ax.errorbar([p[0] for p in points], [p[1][0] for p in points], yerr=[p[1][1] or 0 for p in points],
                     marker="o", capsize=3, label=name)
@@ -141,15 +144,17 @@ def main(argv=None) -> int:
     p.add_argument("--from-steps", type=int, default=16)
     p.add_argument("--updates", type=int, default=200)
     p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated distillation methods")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/distill-steps"))
     p.add_argument("--record", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    docs: dict[str, list[dict]] = {m: [] for m in METHODS}
+    methods = [m for m in args.methods.split(",") if m]
+    docs: dict[str, list[dict]] = {m: [] for m in methods}
     for seed in seeds:
         model = task0_model(args.out, seed, args)
-        for method in METHODS:
+        for method in methods:
             docs[method].append(distilled(args.out, model, method, seed, args))
     rows, costs = summary(docs), cost(docs)
     stem = f"distill-steps-{STREAM}-{args.profile}"
@@ -161,7 +166,7 @@ def main(argv=None) -> int:
          "profile": args.profile,
          "summary": rows, "cost": costs,
          "runs": {m: [{"seed": s, "scores": d["scores"], "cost": d["cost"]} for s, d in zip(seeds, docs[m])]
-                  for m in METHODS}}, indent=2) + "\n")
+                  for m in methods}}, indent=2) + "\n")
     plot(rows, args.record / f"{stem}.png")
     print(text)
     return 0
