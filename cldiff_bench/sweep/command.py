@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -86,6 +87,11 @@ def add_sweep_parser(sub) -> None:
 
 
 def cmd_sweep(args, registry) -> int:
+    # A sweep started in the background (`&`, nohup, cron) inherits SIGINT ignored, and so would every job it
+    # starts, across exec; submitit stops a local job with SIGINT, so Ctrl-C or SIGTERM would leave its cells
+    # running with nobody waiting for them.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     targets = list(args.target)
     if targets and targets[0] == "status":
         if len(targets) != 2:
