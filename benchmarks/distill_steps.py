@@ -2,16 +2,16 @@
 the task-0 model of fmnist-5 at the leaderboard's profile, several seeds.
 
     python benchmarks/distill_steps.py [--data-root DATA] [--profile cpu] [--seeds 0,1,2] [--from-steps 16]
-                                       [--updates 200] [--learning-rate 1e-3] [--methods pd,dsd] [--out runs/distill-steps]
-                                       [--record benchmarks/results]
+                                       [--updates 200] [--learning-rate 1e-3] [--methods pd,dsd]
+                                       [--out runs/distill-steps] [--record benchmarks/results]
 
 For each seed: the task-0 model of a naive run (task 0 is the same for every strategy: nothing to replay yet),
 stopped once that model is written; then `cldiff-bench distill` with each method from --from-steps down to 1 step,
 which scores the distilled models at 1, 2, 4 and 8 steps beside the input model with plain DDIM at the same steps
 (the same sample seeds). The learning rate defaults to 1e-3, not distill's 1e-4 (Salimans & Ho's, for rounds of
 tens of thousands of updates): at 200 updates per round 1e-4 leaves the first round's student, which also turns the
-epsilon teacher into a v model, far from its teacher (seed 0: FID 81 at 8 steps against DDIM's 18). Everything resumes: finished distillations are skipped, a killed one continues.
-The record is a table (markdown), the numbers (JSON) and a plot of FID against steps (PNG).
+epsilon teacher into a v model, far from its teacher (seed 0: FID 81 at 8 steps against DDIM's 18). Everything
+resumes: finished distillations are skipped, a killed one continues. The record is a table (markdown), the numbers (JSON) and a plot of FID against steps (PNG).
 """
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def distilled(out: Path, model: Path, method: str, seed: int, args) -> dict:
     if not result.is_file():
         cmd = cli("distill", str(model), "--method", method, "--stream", STREAM, "--task", "0", "--seed", str(seed),
                   "--profile", args.profile, "--from-steps", str(args.from_steps), "--target-steps", "1",
-                  "--updates", str(args.updates), "--learning-rate", str(args.learning_rate), "--threads", str(args.threads), "--no-progress", "-o", str(target),
+                  "--updates", str(args.updates), "--learning-rate", str(args.learning_rate),
+                  "--threads", str(args.threads), "--no-progress", "-o", str(target),
                   *(["--resume"] if (target / "checkpoint.pt").is_file() else []),
                   *(["--data-root", args.data_root] if args.data_root else []))
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})

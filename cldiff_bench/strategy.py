@@ -68,7 +68,7 @@ class Option:
     (teacher_accel and its settings): while every such option of the strategy is at its default, none is in the
     resolved options, so the configurations and hashes of runs made before it existed stay the same; once one is
     set, all are recorded. Read them with `Strategy.option`. `names_variant`: a value other than the default makes
-the run a variant of the strategy named `strategy+value` (gd+pd): its own run directory and leaderboard row."""
+    the run a variant of the strategy named `strategy+value` (gd+pd): its own run directory and leaderboard row."""
     default: Any
     help: str
     per_stream: dict | None = None

@@ -330,7 +330,8 @@ def _load_cached(arch: str, stream: Stream, seed: int, weights_path: pathlib.Pat
     # The saved weights replace the initial ones, ImageNet body included: no pretrained file is needed.
     model = build_network(arch, stream.num_classes, derive_seed(seed, _PURPOSE_INIT))
     model.load_state_dict(load_tensors(weights_path))
-    return model.to(device).eval(), {**json.loads(info_path.read_text()), "weights_sha256": weights_digest(weights_path)}
+    info = {**json.loads(info_path.read_text()), "weights_sha256": weights_digest(weights_path)}
+    return model.to(device).eval(), info
 
 
 def weights_digest(path: pathlib.Path) -> str:
