@@ -11,7 +11,8 @@ which scores the distilled models at 1, 2, 4 and 8 steps beside the input model 
 (the same sample seeds). The learning rate defaults to 1e-3, not distill's 1e-4 (Salimans & Ho's, for rounds of
 tens of thousands of updates): at 200 updates per round 1e-4 leaves the first round's student, which also turns the
 epsilon teacher into a v model, far from its teacher (seed 0: FID 81 at 8 steps against DDIM's 18). Everything
-resumes: finished distillations are skipped, a killed one continues. The record is a table (markdown), the numbers (JSON) and a plot of FID against steps (PNG).
+resumes: finished distillations are skipped, a killed one continues. The record is a table (markdown), the
+numbers (JSON) and a plot of FID against steps (PNG).
 """
 from __future__ import annotations
 
