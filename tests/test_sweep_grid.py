@@ -168,3 +168,19 @@ def test_the_manifest_records_the_grid_the_cells_and_the_command(tmp_path, capsy
     assert submission["command"] == (f"cldiff-bench sweep --strategies naive --streams digits-5 --profile tiny "
                                      f"--executor debug --no-progress --out {out} --iterations 1 --no-eval")
     assert "1 done" in capsys.readouterr().err
+
+
+def test_the_published_produced_by_line_quotes_no_machine_paths_and_adds_up_every_invocation(tmp_path, monkeypatch):
+    from cldiff_bench.sweep.command import produced_by
+    monkeypatch.chdir(tmp_path)
+    command = (f"cldiff-bench sweep --strategies gd,naive --out {tmp_path / 'leaderboard/results'} "
+               f"--data-root /somewhere/data --leaderboard leaderboard")
+    manifest = {"submissions": [
+        {"t": 1000.0, "finished": "1970-01-01T00:36:40+0000", "cells": {"a": "submitted", "b": "submitted"}},
+        {"t": 5000.0, "finished": "1970-01-01T01:38:20+0000", "cells": {"a": "skipped: done", "b": "skipped: done"}},
+        {"t": 9000.0, "finished": "1970-01-01T03:30:00+0000", "cells": {"a": "skipped: done", "b": "submitted"}}]}
+    line = produced_by(command, manifest, 2, 1, "local")
+    assert "--out leaderboard/results" in line and "--data-root DATA" in line
+    assert str(tmp_path) not in line and "/somewhere" not in line
+    # 1,200 s and 3,600 s of the two invocations that ran cells; the one that only skipped does not count
+    assert "2 invocations into this sweep directory ran cells, 80 min wall together" in line

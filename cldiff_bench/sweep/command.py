@@ -9,7 +9,7 @@ import argparse
 import shlex
 import signal
 import sys
-import time
+from datetime import datetime
 from pathlib import Path
 
 from ..errors import EXIT_INTERRUPTED, UserError
@@ -240,7 +240,6 @@ def _submit(args, cells, plan, blocks, sweep_dir: Path, opts, leaderboard: Path 
     from .executors import local_shares, run_debug, run_local, submit_slurm, visible_gpus
     from .status import Progress, statuses, summary, table, watch
 
-    started = time.time()
     command = _command(args)
     to_run = [c for c in cells if plan[c.key] == "submitted"]
     plugins = tuple(args.plugin)
@@ -339,13 +338,44 @@ def _submit(args, cells, plan, blocks, sweep_dir: Path, opts, leaderboard: Path 
         print(summary(cells_status), file=sys.stderr)
         code = 1 if any(c.state == "failed" for c in cells_status) else 0
     if leaderboard is not None:
-        minutes = (time.time() - started) / 60
-        ran = f"{len(to_run)} run by this invocation, the others skipped as done" if len(to_run) < len(cells) \
-            else "all run by this invocation"
-        produced = f"{command} ({len(cells)} cells, {ran}; {description}: {minutes:.0f} min wall for this invocation)"
-        lb = _leaderboard(sorted({str(c.settings.out) for c in cells}), leaderboard, produced)
+        _finished(sweep_dir, index)
+        produced = produced_by(command, mf.load(sweep_dir), len(cells), len(to_run), description)
+        lb = _leaderboard(sorted({portable_path(c.settings.out) for c in cells}), leaderboard, produced)
         code = code or lb
     return code
+
+
+def portable_path(path) -> str:
+    """`path` relative to the working directory where it lies below it: what a published page may quote."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def portable_command(command: str) -> str:
+    """The sweep command as a reader can re-type it: paths below the working directory made relative, and the data
+    folder (a detail of the machine it ran on) written as DATA."""
+    parts = shlex.split(command)
+    for i in range(1, len(parts)):
+        if parts[i - 1] == "--data-root":
+            parts[i] = "DATA"
+        elif parts[i].startswith("/"):
+            parts[i] = portable_path(parts[i])
+    return shlex.join(parts)
+
+
+def produced_by(command: str, manifest: dict, num_cells: int, num_run: int, description: str) -> str:
+    """The board's "Results produced by" line: the command, and the wall time of every invocation into this sweep
+    directory that ran cells (a sweep resumed after a stop is one sweep), so the page states what the grid cost."""
+    ran = [s for s in manifest.get("submissions", [])
+           if any(v == "submitted" for v in s.get("cells", {}).values()) and s.get("finished") and s.get("t")]
+    walls = [datetime.strptime(s["finished"], "%Y-%m-%dT%H:%M:%S%z").timestamp() - s["t"] for s in ran]
+    now = "all run by this invocation" if num_run == num_cells else f"{num_run} run by this invocation"
+    total = (f"{len(walls)} invocations into this sweep directory ran cells, {sum(walls) / 60:.0f} min wall together"
+             if len(walls) > 1 else f"{sum(walls) / 60:.0f} min wall")
+    return f"{portable_command(command)} ({num_cells} cells, {now}; {description}; {total})"
 
 
 def _finished(sweep_dir: Path, index: int) -> None:
@@ -353,7 +383,7 @@ def _finished(sweep_dir: Path, index: int) -> None:
     from .manifest import _now
 
     def change(m):
-        m["submissions"][index]["finished"] = _now()
+        m["submissions"][index].setdefault("finished", _now())
     mf.update(sweep_dir, change)
 
 
