@@ -1,14 +1,22 @@
 """`cldiff-bench sweep` on this machine: the local executor (cells as submitit local jobs, N at a time) and the
 debug executor (in-process)."""
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
+import torch
 
 pytest.importorskip("submitit")
 
 from cldiff_bench.cli import main  # noqa: E402
 from cldiff_bench.results import validate_result  # noqa: E402
+from cldiff_bench.checkpoint import CHECKPOINT_NAME  # noqa: E402
+from cldiff_bench.sweep.claim import claim_path, is_claimed  # noqa: E402
 
 GRID = ["--strategies", "naive,joint", "--streams", "digits-5", "--seeds", "0,1", "--profile", "tiny",
         "--iterations", "2", "--num-generated", "40", "--parallel", "2", "--no-progress"]
@@ -69,3 +77,94 @@ def test_the_debug_executor_runs_cells_in_process(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "result written to" in captured.out  # in the console, and in the cell's log
     assert "result written to" in (out / "sweeps/sweep/logs/digits-5__tiny__naive__seed0.log").read_text()
+
+
+def _pids_running(command_part: str) -> list[int]:
+    """Processes whose command line contains `command_part` (the runs a sweep started)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if command_part in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_background_sweep_stopped_with_sigterm_stops_its_runs_at_a_checkpoint(tmp_path, tmp_path_factory):
+    """A sweep started in the background (SIGINT ignored, as `cmd &` leaves it) and stopped with SIGTERM, as a
+    scheduler or `kill` stops it: its runs write a checkpoint and exit, the claims are let go, and the same command
+    finishes the cells from there."""
+    out = tmp_path / "runs"
+    run_dir = out / "digits-5/tiny/naive/seed0"
+    args = ["sweep", "--strategies", "naive", "--streams", "digits-5", "--profile", "tiny", "--iterations", "400",
+            "--no-eval", "--parallel", "1", "--threads", "1", "--poll", "0.2", "--no-progress", "--out", str(out)]
+    env = {**os.environ, "CLDIFF_BENCH_CACHE": str(tmp_path_factory.getbasetemp() / "shared-cache")}
+    sweep = subprocess.Popen([sys.executable, "-m", "cldiff_bench.cli", *args], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "config.json").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(3)  # well inside task 0's 400 iterations
+        sweep.send_signal(signal.SIGTERM)
+        _, err = sweep.communicate(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 130, err
+    assert not is_claimed(claim_path(run_dir))
+    assert _pids_running(str(out)) == []  # no run of the sweep goes on without it
+    state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)
+    assert state["position"]["task"] == 0 and 0 < state["position"]["iteration"] < 400
+    finished = subprocess.run([sys.executable, "-m", "cldiff_bench.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert [t["train"]["iterations"] for t in result["tasks"]] == [400] * 5
+
+
+JOB = """
+import sys
+from cldiff_bench.sweep.cell import Cell
+out, sweep_dir = sys.argv[1], sys.argv[2]
+Cell("digits-5/tiny/naive/seed0", ["--strategy", "naive", "--stream", "digits-5", "--profile", "tiny", "--seed", "0",
+     "--iterations", "100000", "--no-eval", "--out", out, "--resume", "--no-progress"],
+     out + "/digits-5/tiny/naive/seed0", sweep_dir, threads=1)()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals and /proc are Linux's")
+def test_a_run_whose_job_is_killed_outright_stops_at_a_checkpoint_instead_of_going_on_alone(tmp_path):
+    """A job SIGKILLed (an OOM killer, or submitit's local controller a second after its SIGINT) cannot stop its
+    run: the run learns of it from the kernel, writes a checkpoint and exits, and lets go of the cell."""
+    out = tmp_path / "runs"
+    run_dir = out / "digits-5/tiny/naive/seed0"
+    job = subprocess.Popen([sys.executable, "-c", JOB, str(out), str(tmp_path / "sweep")])
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "config.json").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)  # into task 0's training
+        assert _pids_running(str(out)), "the run did not start"
+        job.kill()
+        job.wait()
+        deadline = time.time() + 60
+        while _pids_running(str(out)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert _pids_running(str(out)) == []
+    finally:
+        if job.poll() is None:
+            job.kill()
+        for pid in _pids_running(str(out)):
+            os.kill(pid, signal.SIGKILL)
+    state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)
+    assert state["position"]["task"] == 0 and 0 < state["position"]["iteration"] < 100000
+    assert not is_claimed(claim_path(run_dir))

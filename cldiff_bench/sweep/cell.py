@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import os
 import shlex
 import signal
@@ -118,7 +119,7 @@ class _Job(submitit.helpers.Checkpointable):
                 env["OMP_NUM_THREADS"] = str(threads)
             self._proc = subprocess.Popen([sys.executable, "-m", "cldiff_bench.cli", *args], stdout=log,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                          pass_fds=pass_fds)
+                                          pass_fds=pass_fds, preexec_fn=_stop_with_parent(os.getpid()))
             try:
                 return self._wait_for_run()
             except KeyboardInterrupt:  # the job was cancelled: the run stops at a checkpoint, then so do we
@@ -166,6 +167,26 @@ class _Job(submitit.helpers.Checkpointable):
         self.requeues += 1
         self._record("requeued", returncode=None if self._proc is None else self._proc.returncode)
         return submitit.helpers.DelayedSubmission(copy.copy(self), *args, **kwargs)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent(parent_pid: int):
+    """For Popen's preexec_fn on Linux: the run gets SIGTERM (it stops at a checkpoint) when the job's process dies
+    before it. A scheduler that kills the job outright (submitit's local controller does, a second after its SIGINT;
+    an OOM killer) would otherwise leave the run going on as an orphan, training a cell that no job holds."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def preexec():
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent_pid:  # the job died before the line above: nobody will send the signal
+            os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
 
 
 class _Tee:
