@@ -1,6 +1,7 @@
 """Failure modes: divergence, refused checkpoints, corrupt files, mixed configurations, Ctrl-C."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -103,23 +104,34 @@ def test_ctrl_c_or_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path, sig
     """Ctrl-C, or the SIGTERM a scheduler sends before preempting a job: checkpoint, one line, exit 130."""
     out = tmp_path / "runs"
     run_dir = out / "digits-5/tiny/naive/seed0"
-    args = ["run", "--strategy", "naive", "--stream", "digits-5", "--profile", "tiny", "--iterations", "400",
-            "--no-eval", "--no-progress", "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    args = ["run", "--strategy", "naive", "--stream", "digits-5", "--profile", "tiny", "--iterations", "40",
+            "--checkpoint-every", "2", "--no-eval", "--no-progress", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "cldiff_bench.cli", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run_dir / "config.json").exists() and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(3)  # well inside task 0's 400 iterations
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    try:
+        wait_until_training(run_dir)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 130, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("cldiff-bench: interrupted: ") and "Traceback" not in err
     assert f"{sig.name} at task 0" in last and "--resume" in last
     state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)
-    assert state["position"]["task"] == 0 and 0 < state["position"]["iteration"] < 400
+    stopped_at = int(re.search(r"iteration (\d+)", last).group(1))
+    assert state["position"] == {**state["position"], "task": 0, "iteration": stopped_at} and 0 < stopped_at < 40
     assert main([*args, "--resume"]) == 0
     result = json.loads((run_dir / "result.json").read_text())
-    assert [t["train"]["iterations"] for t in result["tasks"]] == [400] * 5
+    assert [t["train"]["iterations"] for t in result["tasks"]] == [40] * 5
+
+
+def wait_until_training(run_dir, timeout_s: float = 120) -> None:
+    """Until task 0 has trained a few iterations (its first periodic checkpoint is written): a signal sent now lands
+    inside the task however fast the machine is, with no sleep sized for a slow one."""
+    deadline = time.time() + timeout_s
+    while not (run_dir / CHECKPOINT_NAME).exists():
+        assert time.time() < deadline, "the run wrote no checkpoint"
+        time.sleep(0.02)
