@@ -39,7 +39,7 @@ def cli(*args: str) -> list[str]:
 
 
 def task0_model(out: Path, seed: int, args) -> Path:
-    """A naive run's models/task0.pt, the run stopped (as Ctrl-C stops it: checkpointed) once the file is there."""
+    """A naive run's models/task0.pt, the run stopped (checkpointed, or between tasks ended) once the file is there."""
     root = out / "runs"
     model = root / STREAM / args.profile / "naive" / f"seed{seed}" / "models" / "task0.pt"
     if model.is_file():
@@ -52,7 +52,9 @@ def task0_model(out: Path, seed: int, args) -> Path:
         if proc.poll() is not None:
             raise SystemExit(f"the naive run of seed {seed} ended (status {proc.returncode}) without {model}")
         time.sleep(2)
-    proc.send_signal(signal.SIGINT)
+    # SIGTERM, not SIGINT: a script started in the background (`&`) hands its children SIGINT ignored, and the run
+    # only catches signals while it trains (between tasks SIGTERM's default ends it: task0.pt is already written).
+    proc.send_signal(signal.SIGTERM)
     proc.wait()
     return model
 
