@@ -178,12 +178,13 @@ def _stop_with_parent(parent_pid: int):
     an OOM killer) would otherwise leave the run going on as an orphan, training a cell that no job holds."""
     if not sys.platform.startswith("linux"):
         return None
+    try:  # looked up before the fork: the child only makes the call
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
     def preexec():
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):
-            return
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent_pid:  # the job died before the line above: nobody will send the signal
             os.kill(os.getpid(), signal.SIGTERM)
     return preexec
