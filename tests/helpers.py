@@ -1,8 +1,11 @@
-"""Small builders shared by the tests: a tiny diffusion core and batches on synthetic images."""
+"""Small pieces shared by the tests: a tiny diffusion core, batches on synthetic images, waiting for a run to train."""
 from __future__ import annotations
+
+import time
 
 import torch
 
+from cldiff_bench.checkpoint import CHECKPOINT_NAME
 from cldiff_bench.core import DiffusionCore
 from cldiff_bench.diffusion.unet import UNetConfig
 from cldiff_bench.strategy import Batch
@@ -34,3 +37,12 @@ class InputRecorder:
 
     def remove(self):
         self.handle.remove()
+
+
+def wait_until_training(run_dir, timeout_s: float = 120) -> None:
+    """Until task 0 has trained a few iterations (its first periodic checkpoint is written): a signal sent now lands
+    inside the task however fast the machine is, with no sleep sized for a slow one."""
+    deadline = time.time() + timeout_s
+    while not (run_dir / CHECKPOINT_NAME).exists():
+        assert time.time() < deadline, "the run wrote no checkpoint"
+        time.sleep(0.02)

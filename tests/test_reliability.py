@@ -5,7 +5,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from cldiff_bench.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_check
 from cldiff_bench.cli import main
 from cldiff_bench.errors import UserError
 from cldiff_bench.io import atomic_write_json, load_tensors, read_json
+from tests.helpers import wait_until_training
 
 FAST = ["--stream", "digits-5", "--profile", "tiny", "--iterations", "3", "--no-eval", "--no-progress"]
 
@@ -127,11 +127,3 @@ def test_ctrl_c_or_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path, sig
     result = json.loads((run_dir / "result.json").read_text())
     assert [t["train"]["iterations"] for t in result["tasks"]] == [40] * 5
 
-
-def wait_until_training(run_dir, timeout_s: float = 120) -> None:
-    """Until task 0 has trained a few iterations (its first periodic checkpoint is written): a signal sent now lands
-    inside the task however fast the machine is, with no sleep sized for a slow one."""
-    deadline = time.time() + timeout_s
-    while not (run_dir / CHECKPOINT_NAME).exists():
-        assert time.time() < deadline, "the run wrote no checkpoint"
-        time.sleep(0.02)

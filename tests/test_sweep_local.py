@@ -17,7 +17,7 @@ from cldiff_bench.cli import main  # noqa: E402
 from cldiff_bench.results import validate_result  # noqa: E402
 from cldiff_bench.checkpoint import CHECKPOINT_NAME  # noqa: E402
 from cldiff_bench.sweep.claim import claim_path, is_claimed  # noqa: E402
-from tests.test_reliability import wait_until_training  # noqa: E402
+from tests.helpers import wait_until_training  # noqa: E402
 
 GRID = ["--strategies", "naive,joint", "--streams", "digits-5", "--seeds", "0,1", "--profile", "tiny",
         "--iterations", "2", "--num-generated", "40", "--parallel", "2", "--no-progress"]
@@ -138,7 +138,7 @@ import sys
 from cldiff_bench.sweep.cell import Cell
 out, sweep_dir = sys.argv[1], sys.argv[2]
 Cell("digits-5/tiny/naive/seed0", ["--strategy", "naive", "--stream", "digits-5", "--profile", "tiny", "--seed", "0",
-     "--iterations", "100000", "--no-eval", "--out", out, "--resume", "--no-progress"],
+     "--iterations", "100000", "--checkpoint-every", "2", "--no-eval", "--out", out, "--resume", "--no-progress"],
      out + "/digits-5/tiny/naive/seed0", sweep_dir, threads=1)()
 """
 
@@ -152,10 +152,7 @@ def test_a_run_whose_job_is_killed_outright_stops_at_a_checkpoint_instead_of_goi
     run_dir = out / "digits-5/tiny/naive/seed0"
     job = subprocess.Popen([sys.executable, "-c", JOB, str(out), str(tmp_path / "sweep")])
     try:
-        deadline = time.time() + 120
-        while not (run_dir / "config.json").exists() and time.time() < deadline:
-            time.sleep(0.1)
-        time.sleep(2)  # into task 0's training
+        wait_until_training(run_dir)
         assert _pids_running(str(out)), "the run did not start"
         job.kill()
         job.wait()
