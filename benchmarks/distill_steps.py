@@ -3,6 +3,7 @@ the task-0 model of fmnist-5 at the leaderboard's profile, several seeds.
 
     python benchmarks/distill_steps.py [--data-root DATA] [--profile cpu] [--seeds 0,1,2] [--from-steps 16]
                                        [--updates 200] [--learning-rate 1e-3] [--methods pd,dsd]
+                                       [--convert-updates N] [--convert-learning-rate LR]
                                        [--out runs/distill-steps] [--record benchmarks/results]
 
 For each seed: the task-0 model of a naive run (task 0 is the same for every strategy: nothing to replay yet),
@@ -59,14 +60,27 @@ def task0_model(out: Path, seed: int, args) -> Path:
     return model
 
 
+def conversion_args(args) -> list[str]:
+    """distill's options for a conversion round of its own, when asked for."""
+    out = []
+    if args.convert_updates:
+        out += ["--convert-updates", str(args.convert_updates)]
+    if args.convert_learning_rate:
+        out += ["--convert-learning-rate", str(args.convert_learning_rate)]
+    return out
+
+
 def distilled(out: Path, model: Path, method: str, seed: int, args) -> dict:
-    target = out / method / f"seed{seed}"
+    # Each setting of the conversion round distils into a directory of its own, so the settings' results stay side
+    # by side.
+    suffix = "".join(f"-{a.lstrip('-')}{b}" for a, b in zip(conversion_args(args)[::2], conversion_args(args)[1::2]))
+    target = out / f"{method}{suffix}" / f"seed{seed}"
     result = target / "distill.json"
     if not result.is_file():
         cmd = cli("distill", str(model), "--method", method, "--stream", STREAM, "--task", "0", "--seed", str(seed),
                   "--profile", args.profile, "--from-steps", str(args.from_steps), "--target-steps", "1",
                   "--updates", str(args.updates), "--learning-rate", str(args.learning_rate),
-                  "--threads", str(args.threads), "--no-progress", "-o", str(target),
+                  *conversion_args(args), "--threads", str(args.threads), "--no-progress", "-o", str(target),
                   *(["--resume"] if (target / "checkpoint.pt").is_file() else []),
                   *(["--data-root", args.data_root] if args.data_root else []))
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
@@ -106,9 +120,12 @@ def fmt(stat) -> str:
 def table(rows: dict, costs: dict, args, seeds: list[int]) -> str:
     head = (f"FID and KLD of fmnist-5's task-0 model (classes of task 0) against sampling steps: plain DDIM, and "
             f"the model distilled by {', '.join(costs)} from {args.from_steps} steps down to 1 ({args.updates} "
-            f"updates of 64 chains per round, one round per halving, learning rate {args.learning_rate:g}), seeds "
-            f"{','.join(map(str, seeds))}, profile `{args.profile}`; mean ± s.e. Made by "
-            f"`python benchmarks/distill_steps.py`.\n\n")
+            f"updates of 64 chains per round, one round per halving, learning rate {args.learning_rate:g}"
+            + (f"; first a conversion round of its own, {args.convert_updates} updates at learning rate "
+               f"{args.convert_learning_rate or args.learning_rate:g}" if args.convert_updates else "")
+            + "), seeds "
+            + f"{','.join(map(str, seeds))}, profile `{args.profile}`; mean ± s.e. Made by "
+            + "`python benchmarks/distill_steps.py`.\n\n")
     lines = [[name] + [f"{fmt(r['fid'])} / {fmt(r['kld'])}" if r else "-" for r in (rows[name][s] for s in STEPS)]
              for name in rows]
     body = tabulate(lines, headers=["sampler", *(f"{s} step{'s' if s != '1' else ''}: FID / KLD" for s in STEPS)],
@@ -149,6 +166,9 @@ def main(argv=None) -> int:
     p.add_argument("--updates", type=int, default=200)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated distillation methods")
+    p.add_argument("--convert-updates", type=int, default=None,
+                   help="a conversion round of its own, N updates (see `cldiff-bench distill --help`)")
+    p.add_argument("--convert-learning-rate", type=float, default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/distill-steps"))
     p.add_argument("--record", type=Path, default=Path("benchmarks/results"))
@@ -161,12 +181,13 @@ def main(argv=None) -> int:
         for method in methods:
             docs[method].append(distilled(args.out, model, method, seed, args))
     rows, costs = summary(docs), cost(docs)
-    stem = f"distill-steps-{STREAM}-{args.profile}"
+    stem = f"distill-steps-{STREAM}-{args.profile}" + (f"-convert{args.convert_updates}" if args.convert_updates else "")
     args.record.mkdir(parents=True, exist_ok=True)
     text = table(rows, costs, args, seeds)
     (args.record / f"{stem}.md").write_text(text)
     (args.record / f"{stem}.json").write_text(json.dumps(
         {"seeds": seeds, "from_steps": args.from_steps, "updates": args.updates, "learning_rate": args.learning_rate,
+         "convert_updates": args.convert_updates, "convert_learning_rate": args.convert_learning_rate,
          "profile": args.profile,
          "summary": rows, "cost": costs,
          "runs": {m: [{"seed": s, "scores": d["scores"], "cost": d["cost"]} for s, d in zip(seeds, docs[m])]

@@ -37,8 +37,12 @@ TEACHER_ACCEL_FROM = Option(16, "teacher_accel: the teacher's steps its first ro
                             "above teacher_steps)", minimum=1, omit_default=True)
 TEACHER_ACCEL_UPDATES = Option(100, "teacher_accel: updates per round (batch: the run's batch size)", minimum=1,
                                omit_default=True)
+TEACHER_ACCEL_CONVERT = Option(0, "teacher_accel: updates of a conversion round of its own, turning the epsilon "
+                               "teacher into a v model before the halving (0: within the first round, as pd does)",
+                               minimum=0, omit_default=True)
 TEACHER_ACCEL_OPTIONS = {"teacher_accel": TEACHER_ACCEL, "teacher_accel_from": TEACHER_ACCEL_FROM,
-                         "teacher_accel_updates": TEACHER_ACCEL_UPDATES}
+                         "teacher_accel_updates": TEACHER_ACCEL_UPDATES,
+                         "teacher_accel_convert_updates": TEACHER_ACCEL_CONVERT}
 PURPOSE_TEACHER_ACCEL = 4  # keys the accelerator's noise with (seed, task); after strategy.py's replay purposes
 
 
@@ -114,7 +118,8 @@ class TeacherStrategy(Strategy):
             from .distill import BUILTIN_METHODS, DistillOptions, accelerate_teacher
             options = DistillOptions(method=self.teacher_accel, target_steps=self.option("teacher_steps"),
                                      from_steps=self.option("teacher_accel_from"),
-                                     updates=self.option("teacher_accel_updates"), batch_size=len(batch.x0))
+                                     updates=self.option("teacher_accel_updates"), batch_size=len(batch.x0),
+                                     convert_updates=self.option("teacher_accel_convert_updates") or None)
             state = {k: v.float() for k, v in self.teacher.state_dict().items()}
             self.replay_teacher, record = accelerate_teacher(
                 self.core, state, self.teacher.config, BUILTIN_METHODS[self.teacher_accel], options,

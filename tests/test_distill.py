@@ -126,6 +126,31 @@ def test_dsd_converts_an_epsilon_teacher_first_at_two_evaluations_per_update():
     assert after["student_forward"] - before["student_forward"] == 6
 
 
+def test_a_conversion_round_of_its_own_has_its_length_and_learning_rate():
+    engine, core, _ = micro_engine("pd", dict(target_steps=2, from_steps=4, updates=2, batch_size=4,
+                                              convert_updates=3, convert_learning_rate=5e-3))
+    assert [(r.teacher_steps, r.student_steps) for r in engine.rounds] == [(4, 4), (4, 2)]
+    engine.begin_round()
+    assert engine.optimizer.param_groups[0]["lr"] == 5e-3
+    before = core.meter.snapshot()["counts"]
+    engine.step()
+    after = core.meter.snapshot()["counts"]
+    # one teacher step per student step: 1 teacher and 1 student evaluation per chain
+    assert after["teacher_forward"] - before["teacher_forward"] == 4
+    engine.run()
+    assert [(r["teacher_steps"], r["student_steps"], r["updates"]) for r in engine.records] == [(4, 4, 3), (4, 2, 2)]
+    # a v teacher needs no conversion: the option changes nothing then
+    v_engine, _, _ = micro_engine("pd", dict(target_steps=2, from_steps=4, convert_updates=3), teacher_prediction="v")
+    assert [(r.teacher_steps, r.student_steps) for r in v_engine.rounds] == [(4, 2)]
+    # dsd's own conversion round takes the option's length
+    dsd, _, _ = micro_engine("dsd", dict(target_steps=2, from_steps=4, updates=2, convert_updates=7))
+    assert [dsd.options.updates_in(r) for r in dsd.rounds] == [7, 2]
+    # unset, the options record as before (configurations and their hashes unchanged)
+    assert "convert_updates" not in DistillOptions(method="pd", target_steps=1).to_dict()
+    with pytest.raises(UserError, match="--convert-updates must be a whole number"):
+        DistillOptions(method="pd", target_steps=1, convert_updates=0)
+
+
 def model_file(tmp_path, seed: int = 1):
     core = DiffusionCore(MICRO_UNET, SHAPE, torch.device("cpu"), init_seed=seed)
     path = tmp_path / "teacher.pt"
@@ -243,7 +268,8 @@ def test_teacher_accel_is_recorded_only_when_used():
     assert plain == {"lambda": 0.75, "teacher_steps": 2, "teacher_eta": 0.0}  # as before: hashes unchanged
     assert cls.resolve_options("digits-5", {"teacher_accel": "none"}) == plain
     assert cls.resolve_options("digits-5", {"teacher_accel": "pd"}) == {
-        **plain, "teacher_accel": "pd", "teacher_accel_from": 16, "teacher_accel_updates": 100}
+        **plain, "teacher_accel": "pd", "teacher_accel_from": 16, "teacher_accel_updates": 100,
+        "teacher_accel_convert_updates": 0}
     for bad, message in (({"teacher_accel": "fast"}, "must be one of none, pd, dsd"),):
         with pytest.raises(UserError, match=message):
             cls.resolve_options("digits-5", bad)

@@ -34,6 +34,11 @@ class Round:
         """Teacher steps per student step (2 halves, 1 only converts the prediction type)."""
         return self.teacher_steps // self.student_steps
 
+    @property
+    def converts(self) -> bool:
+        """A round that only turns the teacher's prediction type into the student's."""
+        return self.stride == 1
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -48,19 +53,41 @@ class DistillOptions:
     batch_size: int = 64           # sampling-path chains, one image each per update
     learning_rate: float = 1e-4    # Adam's, constant; a fresh optimizer every round, as in Salimans & Ho
     ema_decay: float | None = 0.995  # the weights a round hands on are an EMA of its student's (None: the raw)
+    # A round of their own, at the teacher's steps, to turn a teacher that is not a v model into one before the
+    # halving starts, with its own length and learning rate. None: the method's plan (pd converts within its first
+    # halving round, dsd in a conversion round of `updates`). Measured: the conversion is where the error is made
+    # (pd's first-round loss ~3 against ~0.005 for the later rounds), so it is the round that needs the budget.
+    convert_updates: int | None = None
+    convert_learning_rate: float | None = None  # None: learning_rate
 
     def __post_init__(self):
-        for name in ("target_steps", "from_steps", "updates", "batch_size"):
+        for name in ("target_steps", "from_steps", "updates", "batch_size", "convert_updates"):
             value = getattr(self, name)
+            if value is None and name in OMITTED_WHEN_NONE:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
-        if not self.learning_rate > 0 or self.learning_rate == float("inf"):
-            raise UserError(f"--learning-rate must be positive and finite, got {self.learning_rate}")
+        for name in ("learning_rate", "convert_learning_rate"):
+            value = getattr(self, name)
+            if value is None and name in OMITTED_WHEN_NONE:
+                continue
+            if not value > 0 or value == float("inf"):
+                raise UserError(f"--{name.replace('_', '-')} must be positive and finite, got {value}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise UserError(f"--ema-decay must lie strictly between 0 and 1 (0 turns it off), got {self.ema_decay}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # Unset conversion settings are left out, so the configurations (and hashes) made before they existed stay.
+        return {k: v for k, v in asdict(self).items() if not (v is None and k in OMITTED_WHEN_NONE)}
+
+    def updates_in(self, round_: Round) -> int:
+        return self.convert_updates if round_.converts and self.convert_updates else self.updates
+
+    def learning_rate_in(self, round_: Round) -> float:
+        return self.convert_learning_rate if round_.converts and self.convert_learning_rate else self.learning_rate
+
+
+OMITTED_WHEN_NONE = ("convert_updates", "convert_learning_rate")
 
 
 def is_power_of_two(n: int) -> bool:
@@ -81,6 +108,16 @@ def halving_rounds(from_steps: int, target_steps: int, self_taught: bool = False
     while steps > target_steps:
         rounds.append(Round(steps, steps // 2, self_taught))
         steps //= 2
+    return rounds
+
+
+def plan_rounds(method: type[DistillMethod], options: DistillOptions, teacher_prediction: str,
+                student_prediction: str) -> list[Round]:
+    """The method's rounds, with a conversion round of their own first when options.convert_updates asks for one
+    and the teacher's prediction type is not the student's."""
+    rounds = method.rounds(options.from_steps, options.target_steps, teacher_prediction)
+    if options.convert_updates and teacher_prediction != student_prediction and not rounds[0].converts:
+        rounds = [Round(options.from_steps, options.from_steps)] + rounds
     return rounds
 
 

@@ -37,6 +37,12 @@ def add_distill_parser(sub) -> None:
     d.add_argument("--learning-rate", type=float, default=1e-4, help="Adam's learning rate (default 1e-4)")
     d.add_argument("--ema-decay", type=float, default=0.995,
                    help="each round hands on an EMA of its weights (default 0.995; 0 hands on the trained ones)")
+    d.add_argument("--convert-updates", type=int, default=None, metavar="N",
+                   help="a conversion round of its own, N updates at the teacher's steps, turns an epsilon teacher "
+                        "into a v model before the halving (default: pd converts within its first halving round, "
+                        "dsd in a round of --updates)")
+    d.add_argument("--convert-learning-rate", type=float, default=None, metavar="LR",
+                   help="the conversion round's learning rate (default: --learning-rate)")
     d.add_argument("--eval-steps", type=_steps_list, default=(1, 2, 4, 8),
                    help="score at these steps, distilled and plain DDIM (default 1,2,4,8)")
     d.add_argument("--no-eval", action="store_true", help="distil only, no scores")
@@ -67,7 +73,8 @@ def cmd_distill(args, registry) -> int:
         model=args.model, method=args.method, stream=args.stream, task=args.task, out=args.out, seed=args.seed,
         profile=args.profile, model_preset=args.model_preset, target_steps=args.target_steps,
         from_steps=args.from_steps, updates=args.updates, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, ema_decay=args.ema_decay or None, eval_steps=args.eval_steps,
+        learning_rate=args.learning_rate, ema_decay=args.ema_decay or None, convert_updates=args.convert_updates,
+        convert_learning_rate=args.convert_learning_rate, eval_steps=args.eval_steps,
         evaluate=not args.no_eval, evaluation=evaluation, data_root=args.data_root, cache_dir=args.cache_dir,
         device=args.device, threads=args.threads, checkpoint_every=args.checkpoint_every, resume=args.resume,
         force=args.force, progress=not args.no_progress)

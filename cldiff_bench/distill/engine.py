@@ -25,7 +25,7 @@ from ..cost import CostMeter
 from ..diffusion.seeding import derive_seed, per_sample_normal
 from ..diffusion.unet import UNet, UNetConfig
 from ..errors import Interrupted, UserError
-from .base import DistillMethod, DistillOptions
+from .base import DistillMethod, DistillOptions, plan_rounds
 from .objective import STUDENT_PREDICTION, at, ddim_step, step_grid, student_config
 
 PURPOSE_CHAINS = 0xD157
@@ -42,7 +42,7 @@ class Distillation:
         self.core, self.method, self.options = core, method, options
         self.teacher_config = teacher_config
         self.student_config = student_config(teacher_config)
-        self.rounds = method.rounds(options.from_steps, options.target_steps, teacher_config.prediction)
+        self.rounds = plan_rounds(method, options, teacher_config.prediction, STUDENT_PREDICTION)
         self.model = model
         self.keys = tuple(int(k) for k in keys)
         self.round_index = 0
@@ -95,7 +95,7 @@ class Distillation:
             self.teacher = self.core.frozen_copy(self.model.state_dict(), role="teacher", config=config)
             self.teacher_prediction = config.prediction
         self.model.train()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.options.learning_rate)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.options.learning_rate_in(round_))
         self.ema, self.ema_updates = None, 0
         if self.options.ema_decay is not None:
             self.ema = UNet(self.student_config).to(self.core.device)
@@ -163,7 +163,8 @@ class Distillation:
         self.read_losses()
         if self.ema is not None:
             self.model.load_state_dict(self.ema.state_dict())
-        round_, updates = self.round, self.options.updates
+        round_ = self.round
+        updates = self.options.updates_in(round_)
         record = {**round_.to_dict(), "updates": updates, "mean_loss": self.loss_sum / updates,
                   "cost": CostMeter.difference(self.core.meter.snapshot(), self._round_start)}
         self.records.append(record)
@@ -177,14 +178,15 @@ class Distillation:
         """Every remaining update of every round. `checkpoint()` is called every `checkpoint_every` updates, at a
         stop request (then Interrupted is raised) and at every round boundary; `on_round_end(record)` once the
         round's weights are in `model`."""
-        updates = self.options.updates
-        bar = tqdm(total=len(self.rounds) * updates, initial=self.round_index * updates + self.update_index,
+        per_round = [self.options.updates_in(r) for r in self.rounds]
+        bar = tqdm(total=sum(per_round), initial=sum(per_round[:self.round_index]) + self.update_index,
                    desc=desc, unit="update", disable=not progress, dynamic_ncols=True, mininterval=1)
         try:
             while not self.finished:
                 if self.optimizer is None:
                     self.begin_round()
                 bar.set_description(f"{desc} {self.round.teacher_steps}->{self.round.student_steps} steps")
+                updates = per_round[self.round_index]
                 while self.update_index < updates:
                     self.step()
                     bar.update(1)

@@ -38,9 +38,9 @@ from ..scoring import PURPOSE_SCORE
 from ..settings import recorded_evaluation, resolve_device
 from ..streams.datasets import resolve_data_root
 from ..training import StopRequest
-from .base import DistillOptions
+from .base import DistillOptions, plan_rounds
 from .engine import Distillation
-from .objective import student_config
+from .objective import STUDENT_PREDICTION, student_config
 
 CONFIG_NAME, CHECKPOINT_NAME, RESULT_NAME, MODEL_NAME = "config.json", "checkpoint.pt", "distill.json", "model.pt"
 EVAL_STEPS = (1, 2, 4, 8)
@@ -67,6 +67,8 @@ class DistillRequest:
     batch_size: int = 64
     learning_rate: float = 1e-4
     ema_decay: float | None = 0.995  # 0 or None: hand on the trained weights themselves
+    convert_updates: int | None = None  # a conversion round of its own (DistillOptions)
+    convert_learning_rate: float | None = None
     eval_steps: tuple[int, ...] = EVAL_STEPS
     evaluate: bool = True
     evaluation: dict = field(default_factory=dict)  # EvalSettings overrides (--num-generated, --extractor ...)
@@ -130,7 +132,8 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
     ema = None if not req.ema_decay else req.ema_decay
     options = DistillOptions(method=method.name, target_steps=req.target_steps, from_steps=req.from_steps,
                              updates=req.updates, batch_size=req.batch_size, learning_rate=req.learning_rate,
-                             ema_decay=ema)
+                             ema_decay=ema, convert_updates=req.convert_updates,
+                             convert_learning_rate=req.convert_learning_rate)
     if req.checkpoint_every < 0:
         raise UserError(f"--checkpoint-every must be >= 0, got {req.checkpoint_every}")
     if req.seed < 0:
@@ -148,7 +151,7 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
     file_config, state = read_model(req.model)
     # A bare state dict is an epsilon model of the preset (what a run's models/taskK.pt holds).
     prediction = file_config.prediction if file_config is not None else "epsilon"
-    rounds = method.rounds(options.from_steps, options.target_steps, prediction)  # refuses bad step counts
+    rounds = plan_rounds(method, options, prediction, STUDENT_PREDICTION)  # refuses bad step counts
     evaluation = {**evaluation_settings(profile, spec), **req.evaluation, "compute_accuracy": False}
     stream = spec.build(resolve_data_root(req.data_root), req.seed, cache).at_size(profile.image_size)
     config = file_config
@@ -208,7 +211,8 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
 
     say(f"distilling {Path(req.model).name} with {method.name}: "
         + ", ".join(f"{r.teacher_steps}->{r.student_steps}" for r in rounds)
-        + f" steps, {options.updates} updates of {options.batch_size} chains per round, device {device_name(device)}")
+        + f" steps, {', '.join(str(options.updates_in(r)) for r in rounds)} updates of {options.batch_size} chains "
+        + f"per round, device {device_name(device)}")
     stop = StopRequest()
     try:
         with meter.phase("teacher_distillation"):
@@ -222,7 +226,7 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
     scores = None
     if evaluator is not None:
         scores = _scores(core, evaluator, state, config, out.path, req, evaluation)
-    updates = options.updates * len(rounds)
+    updates = sum(r["updates"] for r in engine.records)
     counts = distill_cost["counts"]
     doc = {"kind": "distillation", "suite": {"name": "cldiff-bench", "version": __version__, "git": git_revision()},
            "packages": package_versions(), "device": device_name(device),
