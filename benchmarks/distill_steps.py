@@ -73,7 +73,8 @@ def conversion_args(args) -> list[str]:
 def distilled(out: Path, model: Path, method: str, seed: int, args) -> dict:
     # Each setting of the conversion round distils into a directory of its own, so the settings' results stay side
     # by side.
-    suffix = "".join(f"-{a.lstrip('-')}{b}" for a, b in zip(conversion_args(args)[::2], conversion_args(args)[1::2]))
+    suffix = (f"-convert-updates{args.convert_updates}" if args.convert_updates else "") + \
+        (f"-convert-learning-rate{args.convert_learning_rate}" if args.convert_learning_rate else "")
     target = out / f"{method}{suffix}" / f"seed{seed}"
     result = target / "distill.json"
     if not result.is_file():

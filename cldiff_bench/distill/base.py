@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from ..errors import UserError
+from .objective import STUDENT_PREDICTION
 
 if TYPE_CHECKING:
     from .engine import Distillation
@@ -111,12 +112,11 @@ def halving_rounds(from_steps: int, target_steps: int, self_taught: bool = False
     return rounds
 
 
-def plan_rounds(method: type[DistillMethod], options: DistillOptions, teacher_prediction: str,
-                student_prediction: str) -> list[Round]:
+def plan_rounds(method: type[DistillMethod], options: DistillOptions, teacher_prediction: str) -> list[Round]:
     """The method's rounds, with a conversion round of their own first when options.convert_updates asks for one
     and the teacher's prediction type is not the student's."""
     rounds = method.rounds(options.from_steps, options.target_steps, teacher_prediction)
-    if options.convert_updates and teacher_prediction != student_prediction and not rounds[0].converts:
+    if options.convert_updates and teacher_prediction != STUDENT_PREDICTION and not rounds[0].converts:
         rounds = [Round(options.from_steps, options.from_steps)] + rounds
     return rounds
 

@@ -42,7 +42,7 @@ class Distillation:
         self.core, self.method, self.options = core, method, options
         self.teacher_config = teacher_config
         self.student_config = student_config(teacher_config)
-        self.rounds = plan_rounds(method, options, teacher_config.prediction, STUDENT_PREDICTION)
+        self.rounds = plan_rounds(method, options, teacher_config.prediction)
         self.model = model
         self.keys = tuple(int(k) for k in keys)
         self.round_index = 0

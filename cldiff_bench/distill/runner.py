@@ -40,7 +40,7 @@ from ..streams.datasets import resolve_data_root
 from ..training import StopRequest
 from .base import DistillOptions, plan_rounds
 from .engine import Distillation
-from .objective import STUDENT_PREDICTION, student_config
+from .objective import student_config
 
 CONFIG_NAME, CHECKPOINT_NAME, RESULT_NAME, MODEL_NAME = "config.json", "checkpoint.pt", "distill.json", "model.pt"
 EVAL_STEPS = (1, 2, 4, 8)
@@ -151,7 +151,7 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
     file_config, state = read_model(req.model)
     # A bare state dict is an epsilon model of the preset (what a run's models/taskK.pt holds).
     prediction = file_config.prediction if file_config is not None else "epsilon"
-    rounds = plan_rounds(method, options, prediction, STUDENT_PREDICTION)  # refuses bad step counts
+    rounds = plan_rounds(method, options, prediction)  # refuses bad step counts
     evaluation = {**evaluation_settings(profile, spec), **req.evaluation, "compute_accuracy": False}
     stream = spec.build(resolve_data_root(req.data_root), req.seed, cache).at_size(profile.image_size)
     config = file_config
