@@ -268,8 +268,8 @@ def test_teacher_accel_is_recorded_only_when_used():
     assert plain == {"lambda": 0.75, "teacher_steps": 2, "teacher_eta": 0.0}  # as before: hashes unchanged
     assert cls.resolve_options("digits-5", {"teacher_accel": "none"}) == plain
     assert cls.resolve_options("digits-5", {"teacher_accel": "pd"}) == {
-        **plain, "teacher_accel": "pd", "teacher_accel_from": 16, "teacher_accel_updates": 100,
-        "teacher_accel_convert_updates": 0}
+        **plain, "teacher_accel": "pd", "teacher_accel_from": 4, "teacher_accel_updates": 600,
+        "teacher_accel_convert_updates": 0, "teacher_accel_learning_rate": 1e-3}
     for bad, message in (({"teacher_accel": "fast"}, "must be one of none, pd, dsd"),):
         with pytest.raises(UserError, match=message):
             cls.resolve_options("digits-5", bad)
@@ -277,6 +277,8 @@ def test_teacher_accel_is_recorded_only_when_used():
         gd_with({"teacher_accel": "pd", "teacher_steps": 3})
     with pytest.raises(UserError, match="teacher_eta must be 0"):
         gd_with({"teacher_accel": "dsd", "teacher_eta": 0.5})
+    with pytest.raises(UserError, match="teacher_accel_learning_rate must be positive"):
+        gd_with({"teacher_accel": "pd", "teacher_accel_learning_rate": 0})
 
 
 def test_an_accelerated_run_is_a_variant_with_its_own_directory_and_board_row(tmp_path):
