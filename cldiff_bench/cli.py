@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check the claims in this TOML file (default: the study's, shipped with the suite)")
     claims.add_argument("--no-claims", action="store_true", help="no findings")
     lb.add_argument("--strict", action="store_true", help="a malformed result file is an error (default: skipped)")
-    lb.add_argument("--produced-by", default=None, metavar="COMMAND",
-                    help="the command that produced the result files, quoted in the page")
+    lb.add_argument("--produced-by", action="append", default=None, metavar="COMMAND",
+                    help="the command that produced the result files, quoted in the page (repeatable: a board "
+                         "made by several sweeps names each)")
     lb.add_argument("--allow-mixed", action="store_true",
                     help="rank results of different versions or evaluation settings together, flagged")
 

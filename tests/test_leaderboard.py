@@ -149,3 +149,6 @@ def test_page_states_the_budget_model_size_and_the_producing_command(tmp_path):
     size = count_parameters(UNet(cfg)) / 1e6
     assert f"Model `tiny` ({size:.2f}M parameters), 100 iterations per task at batch 32, learning rate 0.001" in text
     assert "Results produced by: `bash sweep.sh`" in text
+    assert main(["leaderboard", str(tmp_path / "results"), "-o", str(out), "--produced-by", "bash sweep.sh",
+                 "--produced-by", "bash more.sh"]) == 0
+    assert "Results produced by:\n\n- `bash sweep.sh`\n- `bash more.sh`\n" in (out / "README.md").read_text()

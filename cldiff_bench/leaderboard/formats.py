@@ -162,7 +162,7 @@ def parse_tex_tabulars(text: str) -> list[tuple[list[str], list[list[str]]]]:
 
 
 def publish(fmt: str, tables: list[Table], out_dir: Path, skipped: list[str], findings: Findings | None,
-            command: str | None = None, produced_by: str | None = None) -> list[Path]:
+            command: str | None = None, produced_by: list[str] | None = None) -> list[Path]:
     """Write the leaderboard in one format into `out_dir`; returns the files written."""
     out_dir = Path(out_dir)
     if fmt == "markdown":

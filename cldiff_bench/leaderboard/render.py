@@ -237,7 +237,7 @@ def settings_phrase(table: Table) -> str:
 
 
 def render(tables: list[Table], out_dir: Path, skipped: list[str], command: str | None = None,
-           produced_by: str | None = None, findings: Findings | None = None) -> Path:
+           produced_by: list[str] | None = None, findings: Findings | None = None) -> Path:
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     parts = ["# cldiff-bench leaderboard", "",
@@ -246,8 +246,12 @@ def render(tables: list[Table], out_dir: Path, skipped: list[str], command: str 
              "(student forward and backward, teacher forward) during training. A `real data` row scores held-out "
              "real images as if they were generated: the floor of the metrics, not ranked. Generated from result "
              "files by `cldiff-bench leaderboard`; every number is traceable to a file in `results/`."]
-    if produced_by:
-        parts += ["", f"Results produced by: `{produced_by}`"]
+    if isinstance(produced_by, str):
+        produced_by = [produced_by]
+    if produced_by and len(produced_by) == 1:
+        parts += ["", f"Results produced by: `{produced_by[0]}`"]
+    elif produced_by:
+        parts += ["", "Results produced by:", ""] + [f"- `{line}`" for line in produced_by]
     if command:
         parts += ["", f"Page built by: `{command}`"]
     if findings is not None:
