@@ -8,8 +8,8 @@ the task-0 model of fmnist-5 at the leaderboard's profile, several seeds.
 
 For each seed: the task-0 model of a naive run (task 0 is the same for every strategy: nothing to replay yet),
 stopped once that model is written; then `cldiff-bench distill` with each method from --from-steps down to
---target-steps (1; `--from-steps 4 --target-steps 2` is the teacher accelerator's default shape), which scores the
-distilled models at 1, 2, 4 and 8 steps beside the input model with plain DDIM at the same steps
+--target-steps (default 1; `--from-steps 4 --target-steps 2` is the teacher accelerator's default shape), which
+scores each round's model at its own steps among 1, 2, 4 and 8 beside the input model with plain DDIM at those steps
 (the same sample seeds). The learning rate defaults to 1e-3, not distill's 1e-4 (Salimans & Ho's, for rounds of
 tens of thousands of updates): at 200 updates per round 1e-4 leaves the first round's student, which also turns the
 epsilon teacher into a v model, far from its teacher (seed 0: FID 81 at 8 steps against DDIM's 18). Everything
@@ -85,7 +85,8 @@ def distilled(out: Path, model: Path, method: str, seed: int, args) -> dict:
     result = target / "distill.json"
     if not result.is_file():
         cmd = cli("distill", str(model), "--method", method, "--stream", STREAM, "--task", "0", "--seed", str(seed),
-                  "--profile", args.profile, "--from-steps", str(args.from_steps), "--target-steps", str(args.target_steps),
+                  "--profile", args.profile, "--from-steps", str(args.from_steps),
+                  "--target-steps", str(args.target_steps),
                   "--updates", str(args.updates), "--learning-rate", str(args.learning_rate),
                   *conversion_args(args), "--threads", str(args.threads), "--no-progress", "-o", str(target),
                   *(["--resume"] if (target / "checkpoint.pt").is_file() else []),
@@ -127,8 +128,8 @@ def fmt(stat) -> str:
 def table(rows: dict, costs: dict, args, seeds: list[int]) -> str:
     head = (f"FID and KLD of fmnist-5's task-0 model (classes of task 0) against sampling steps: plain DDIM, and "
             f"the model distilled by {', '.join(costs)} from {args.from_steps} steps down to {args.target_steps} "
-            f"({args.updates} "
-            f"updates of 64 chains per round, one round per halving, learning rate {args.learning_rate:g}"
+            f"({args.updates} updates of 64 chains per round, one round per halving, learning rate "
+            f"{args.learning_rate:g}"
             + (f"; first a conversion round of its own, {args.convert_updates} updates at learning rate "
                f"{args.convert_learning_rate or args.learning_rate:g}" if args.convert_updates else "")
             + "), seeds "
@@ -190,12 +191,14 @@ def main(argv=None) -> int:
         for method in methods:
             docs[method].append(distilled(args.out, model, method, seed, args))
     rows, costs = summary(docs), cost(docs)
-    stem = f"distill-steps-{STREAM}-{args.profile}" + shape(args) + (f"-convert{args.convert_updates}" if args.convert_updates else "")
+    stem = (f"distill-steps-{STREAM}-{args.profile}" + shape(args)
+            + (f"-convert{args.convert_updates}" if args.convert_updates else ""))
     args.record.mkdir(parents=True, exist_ok=True)
     text = table(rows, costs, args, seeds)
     (args.record / f"{stem}.md").write_text(text)
     (args.record / f"{stem}.json").write_text(json.dumps(
-        {"seeds": seeds, "from_steps": args.from_steps, "target_steps": args.target_steps, "updates": args.updates, "learning_rate": args.learning_rate,
+        {"seeds": seeds, "from_steps": args.from_steps, "target_steps": args.target_steps, "updates": args.updates,
+         "learning_rate": args.learning_rate,
          "convert_updates": args.convert_updates, "convert_learning_rate": args.convert_learning_rate,
          "profile": args.profile,
          "summary": rows, "cost": costs,

@@ -246,8 +246,6 @@ def render(tables: list[Table], out_dir: Path, skipped: list[str], command: str 
              "(student forward and backward, teacher forward) during training. A `real data` row scores held-out "
              "real images as if they were generated: the floor of the metrics, not ranked. Generated from result "
              "files by `cldiff-bench leaderboard`; every number is traceable to a file in `results/`."]
-    if isinstance(produced_by, str):
-        produced_by = [produced_by]
     if produced_by and len(produced_by) == 1:
         parts += ["", f"Results produced by: `{produced_by[0]}`"]
     elif produced_by:
