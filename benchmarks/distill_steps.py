@@ -88,7 +88,7 @@ def distilled(out: Path, model: Path, method: str, seed: int, args) -> dict:
                   "--profile", args.profile, "--from-steps", str(args.from_steps),
                   "--target-steps", str(args.target_steps),
                   "--updates", str(args.updates), "--learning-rate", str(args.learning_rate),
-                  *conversion_args(args), "--threads", str(args.threads), "--no-progress", "-o", str(target),
+                  *conversion_args(args), "--threads", str(args.threads), "--no-progress", "--out", str(target),
                   *(["--resume"] if (target / "checkpoint.pt").is_file() else []),
                   *(["--data-root", args.data_root] if args.data_root else []))
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})

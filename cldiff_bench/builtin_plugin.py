@@ -42,7 +42,8 @@ def cldiff_bench_streams():
                    evaluator_epochs=15, evaluator_holdout=1 / 6, mirror_invariant=True),
         StreamSpec("cifar10-5", "CIFAR-10, 5 tasks of 2 classes (Avalanche SplitCIFAR10 order)", _cifar10,
                    paper_model="paper-cifar10", paper_epochs=200, paper_batch_size=64, fid_steps=20,
-                   evaluator_epochs=10, evaluator_holdout=0.1, mirror_invariant=True, study_hflip=True),
+                   evaluator_epochs=15, evaluator_holdout=0.1, evaluator_arch="ruler-resnet", mirror_invariant=True,
+                   study_hflip=True),
     ]
 
 

@@ -7,20 +7,11 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .arguments import int_list_type, retire_output_spellings
 from .errors import EXIT_INTERRUPTED, Interrupted, UserError
 from .profiles import DEFAULT_PROFILE, PROFILES
 from .distill.command import add_distill_parser, cmd_distill
 from .sweep import add_sweep_parser, cmd_sweep
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}")
-    if not seeds or any(s < 0 for s in seeds):
-        raise argparse.ArgumentTypeError(f"seeds must be non-negative integers, got {text!r}")
-    return seeds
 
 
 def _finite(text: str) -> float:
@@ -31,6 +22,10 @@ def _finite(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
+
+
+RULER_HELP = ("score with this evaluation classifier (a file train-evaluator made) instead of the pinned one; results "
+              "record its digest and boards keep them apart")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -49,6 +44,7 @@ def _add_scoring_arguments(parser: argparse.ArgumentParser, num_generated_help: 
     parser.add_argument("--num-generated", type=int, default=None, help=num_generated_help)
     parser.add_argument("--inception-weights", default=None)
     parser.add_argument("--classifier-weights", default=None, metavar="FILE")
+    parser.add_argument("--ruler", default=None, metavar="FILE", help=RULER_HELP)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -66,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stream", required=True, help="stream name (see `cldiff-bench list`)")
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=None, help="seed of the run (default 0)")
-    seeds.add_argument("--seeds", type=_seeds, default=None, help="several seeds, e.g. 0,1,2: one result each")
+    seeds.add_argument("--seeds", type=int_list_type("seeds"), default=None, help="several seeds, e.g. 0,1,2: one result each")
     run.add_argument("--profile", default=DEFAULT_PROFILE,
                      help=f"budget: {', '.join(PROFILES)} (default {DEFAULT_PROFILE})")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
@@ -83,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="draw the teacher's replay samples of N iterations in one batch (same samples, each used "
                           "once; helps a GPU that is underused at the training batch size; default 1)")
     run.add_argument("--out", type=Path, default=Path("runs"), help="output root (default ./runs)")
+    retire_output_spellings(run, takes_options=True)
     run.add_argument("--data-root", default=None,
                      help="where data sets live (default: $CLDIFF_BENCH_DATA, else the cache dir's data/)")
     run.add_argument("--cache-dir", default=None, help="caches (default: $CLDIFF_BENCH_CACHE or ~/.cache/cldiff-bench)")
@@ -119,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="FID features: classifier, inception, inception-offline, or a plugin's (see `list`)")
     ev.add_argument("--num-generated", type=int, default=None, help="generated samples for FID and KLD")
     ev.add_argument("--inception-weights", default=None, help="local weights file for the inception extractor")
+    ev.add_argument("--ruler", default=None, metavar="FILE", help=RULER_HELP)
     ev.add_argument("--classifier-weights", default=None, metavar="FILE",
                     help="torchvision's ImageNet ResNet-18 weights (resnet18-f37072fd.pth) for the paper profile's "
                          "KLD classifier, where they cannot be downloaded")
@@ -137,13 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="FID features: classifier, inception, inception-offline, or a plugin's (see `list`)")
     ev2.add_argument("--num-generated", type=int, default=None)
     ev2.add_argument("--inception-weights", default=None)
-    ev2.add_argument("--output", type=Path, default=None, help="result file to write (default: beside the run's)")
+    ev2.add_argument("--ruler", default=None, metavar="FILE", help=RULER_HELP)
+    ev2.add_argument("--out", type=Path, default=None, help="result file to write (default: beside the run's)")
+    retire_output_spellings(ev2)
     ev2.add_argument("--no-progress", action="store_true")
 
     lb = sub.add_parser("leaderboard", help="build the leaderboard (markdown and plots, csv or latex) from result "
                         "files, with findings: claims checked against its numbers")
     lb.add_argument("results", nargs="+", type=Path, help="result files or folders holding them")
-    lb.add_argument("-o", "--output", type=Path, default=Path("leaderboard"), help="output folder")
+    lb.add_argument("--out", type=Path, default=Path("leaderboard"), help="output folder (default ./leaderboard)")
+    retire_output_spellings(lb)
     lb.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"],
                     help="markdown: README.md + plots/ (default); csv: leaderboard.csv + findings.csv; "
                          "latex: leaderboard.tex (booktabs)")
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     # One seed: after the last task every class is seen and the floor no longer depends on the class order.
     orc.add_argument("--seed", type=int, default=0, help="class order of this seed (default 0)")
     orc.add_argument("--out", type=Path, default=Path("runs"), help="output root (default ./runs)")
+    retire_output_spellings(orc)
     _add_scoring_arguments(orc, "held-out images scored per task")
 
     sc = sub.add_parser("score", help="score one model's samples (FID, KLD, ARD) against the classes seen after a "
@@ -184,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--profile", default=DEFAULT_PROFILE,
                      help=f"whose evaluation settings to use (default {DEFAULT_PROFILE})")
     sc.add_argument("--model-preset", default=None, help="the preset of a bare state dict (default: the profile's)")
-    sc.add_argument("--output", type=Path, default=None, help="also write the scores to this JSON file")
+    sc.add_argument("--out", type=Path, default=None, help="also write the scores to this JSON file")
+    retire_output_spellings(sc)
     sc.add_argument("--steps", type=int, default=None,
                     help="sampling steps (default: a distilled model's own, else the stream's metric steps), e.g. "
                          "2 for the teacher's")
@@ -195,12 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import-unet", help="convert a diffusers UNet2DModel folder (e.g. trained by the study's "
                                              "code) into a model file for `run --init-model` and `score`")
     imp.add_argument("source", help="the diffusers model folder (config.json + weights), or a pipeline folder")
-    imp.add_argument("-o", "--output", type=Path, required=True, help="model file to write")
+    imp.add_argument("--out", type=Path, required=True, help="model file to write")
+    retire_output_spellings(imp)
 
     ls = sub.add_parser("list", help="strategies, streams, model presets and profiles, and where each comes from")
-    ls.add_argument("--strategy", default=None, metavar="NAME", help="show one strategy and every option it takes")
+    shown = ls.add_mutually_exclusive_group()
+    shown.add_argument("--strategy", default=None, metavar="NAME", help="show one strategy and every option it takes")
+    shown.add_argument("--profile", default=None, metavar="NAME", help="show one profile's budget in full")
 
-    te = sub.add_parser("train-evaluator", help="train (or show) the evaluation classifier of a stream's data set")
+    te = sub.add_parser("train-evaluator", help="make an evaluation classifier (a ruler) for a stream's data set, or "
+                                                "show the pinned one")
     te.add_argument("--stream", required=True)
     te.add_argument("--profile", default=DEFAULT_PROFILE,
                     help=f"whose classifier settings to use (default {DEFAULT_PROFILE})")
@@ -209,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--device", default="auto")
     te.add_argument("--classifier-weights", default=None, metavar="FILE",
                     help="ImageNet ResNet-18 weights for the paper profile's classifier (else torchvision's)")
+    te.add_argument("--retrain", action="store_true",
+                    help="train a new one even where one is pinned or cached: another network, which scores runs "
+                         "only when named with --ruler")
     te.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_sweep_parser(sub)
     add_distill_parser(sub)
@@ -265,7 +275,8 @@ def _evaluation_overrides(args) -> dict:
         raise UserError(f"--num-generated must be positive, got {args.num_generated}")
     return {k: v for k, v in {"extractor": args.extractor, "num_generated": args.num_generated,
                               "inception_weights": args.inception_weights,
-                              "classifier_weights": getattr(args, "classifier_weights", None)}.items()
+                              "classifier_weights": getattr(args, "classifier_weights", None),
+                              "ruler_file": getattr(args, "ruler", None)}.items()
             if v is not None}
 
 
@@ -273,7 +284,7 @@ def cmd_evaluate(args, registry) -> int:
     from .runner import evaluate_run
     if not (args.run_dir / "result.json").is_file():
         raise UserError(f"{args.run_dir} holds no result.json (is it a finished run directory?)")
-    print(evaluate_run(args.run_dir, _evaluation_overrides(args), registry, args.output,
+    print(evaluate_run(args.run_dir, _evaluation_overrides(args), registry, args.out,
                        progress=not args.no_progress))
     return 0
 
@@ -291,14 +302,14 @@ def cmd_leaderboard(args, registry) -> int:
     tables = build_tables(results, allow_mixed=args.allow_mixed)
     findings = None if claims is None else check_claims(
         tables, claims, f"`{args.claims}`" if args.claims else DEFAULT_CLAIMS_NAME)
-    if args.output.exists() and not args.output.is_dir():
-        raise UserError(f"output folder {args.output} exists and is not a folder")
-    command = ("cldiff-bench leaderboard " + " ".join(map(str, args.results)) + f" -o {args.output}"
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"output folder {args.out} exists and is not a folder")
+    command = ("cldiff-bench leaderboard " + " ".join(map(str, args.results)) + f" --out {args.out}"
                + (f" --claims {args.claims}" if args.claims else "") + (" --no-claims" if args.no_claims else ""))
     try:
-        paths = publish(args.format, tables, args.output, skipped, findings, command, args.produced_by)
+        paths = publish(args.format, tables, args.out, skipped, findings, command, args.produced_by)
     except OSError as exc:
-        raise UserError(f"cannot write the leaderboard into {args.output}: {exc.strerror or exc}") from exc
+        raise UserError(f"cannot write the leaderboard into {args.out}: {exc.strerror or exc}") from exc
     for path in paths:
         print(path)
     if findings is not None:
@@ -320,8 +331,11 @@ def cmd_list(args, registry) -> int:
     from tabulate import tabulate
 
     from .diffusion.unet import UNet, count_parameters, model_config
-    from .profiles import PROFILES
+    from .profiles import PROFILE_COLUMNS, PROFILES, describe_profile, get_profile, profile_row
 
+    if args.profile:
+        print(describe_profile(get_profile(args.profile)))
+        return 0
     strategies = registry.entries("strategy")
     if args.strategy:
         cls = registry.strategy(args.strategy)
@@ -357,8 +371,8 @@ def cmd_list(args, registry) -> int:
     print("\nDistillation methods (distill --method, -o teacher_accel)")
     print(tabulate([[n, e.obj.description, e.source] for n, e in sorted(registry.entries("distiller").items())],
                    headers=["name", "description", "from"]))
-    print("\nProfiles")
-    print(tabulate([[p.name, p.description] for p in PROFILES.values()], headers=["name", "budget"]))
+    print("\nProfiles (`cldiff-bench list --profile NAME` for the whole description)")
+    print(tabulate([profile_row(p) for p in PROFILES.values()], headers=PROFILE_COLUMNS))
     if registry.load_errors:
         print("\nPlugins that failed to load")
         for line in registry.load_errors:
@@ -367,7 +381,10 @@ def cmd_list(args, registry) -> int:
 
 
 def cmd_train_evaluator(args, registry) -> int:
+    import json
+
     from .evaluation import EvalSettings, train_evaluation_classifier
+    from .evaluation.classifier import classifier_paths
     from .paths import cache_dir as default_cache_dir
     from .profiles import evaluation_settings, get_profile
     from .runner import resolve_device
@@ -382,8 +399,11 @@ def cmd_train_evaluator(args, registry) -> int:
     settings = EvalSettings(**{**evaluation_settings(profile, spec), **overrides})
     settings.validate()
     _, info = train_evaluation_classifier(stream, settings, cache, resolve_device(args.device),
-                                          progress=not args.no_progress)
-    print(info)
+                                          progress=not args.no_progress, retrain=args.retrain)
+    print(json.dumps(info, indent=1))
+    if args.retrain:
+        print(f"cldiff-bench: a new ruler (weights {info['weights_sha256']}): score runs with it by --ruler "
+              f"{classifier_paths(cache, stream.dataset, info['version'])[0]}", file=sys.stderr)
     return 0
 
 
@@ -409,8 +429,8 @@ def cmd_score(args, registry) -> int:
     scores = score_model(args.model, args.stream, args.task, args.profile, registry, args.seed, args.model_preset,
                          args.data_root, args.cache_dir, args.device, overrides,
                          progress=not args.no_progress, sampler=args.sampler)
-    if args.output:
-        atomic_write_json(args.output, scores)
+    if args.out:
+        atomic_write_json(args.out, scores)
     metrics = scores["metrics"]
     print(json.dumps({k: metrics[k] for k in ("fid", "fid_extractor", "kld", "ard", "num_generated")}))
     return 0
@@ -418,8 +438,8 @@ def cmd_score(args, registry) -> int:
 
 def cmd_import_unet(args, registry) -> int:
     from .diffusion.diffusers_import import import_diffusers_unet
-    config = import_diffusers_unet(args.source, args.output)
-    print(f"{args.output}: U-Net with channels {list(config.channels)}, {config.layers_per_block} ResNet block(s) "
+    config = import_diffusers_unet(args.source, args.out)
+    print(f"{args.out}: U-Net with channels {list(config.channels)}, {config.layers_per_block} ResNet block(s) "
           f"per level, attention at levels {list(config.attention_levels)}")
     return 0
 

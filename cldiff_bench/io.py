@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +58,27 @@ def read_json(path: Path) -> Any:
 
 
 def load_tensors(path: Path, map_location="cpu") -> Any:
-    """torch.load with weights_only=True: tensors and plain containers only, never code."""
+    """torch.load with weights_only=True: tensors and plain containers only, never code. A file it cannot read is
+    one line: torch's own message runs over several lines and suggests weights_only=False, which is not advice to
+    give about a file that may not be trusted."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says what matters
+            return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as exc:
-        raise UserError(f"{path} is corrupt or not a cldiff-bench file ({type(exc).__name__}: {exc})") from exc
+        raise UserError(f"{path} is corrupt or not a torch weights file ({type(exc).__name__}: "
+                        f"{_first_sentence(exc)})") from exc
+
+
+def _first_sentence(exc: Exception) -> str:
+    text = str(exc).strip()
+    # torch's weights-only refusal puts its reason after its advice; keep the reason.
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].strip()
+    return text.split("\n")[0].split(". ")[0].rstrip(".") or type(exc).__name__
 
 
 def sha256_of_arrays(*arrays) -> str:

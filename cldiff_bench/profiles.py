@@ -5,6 +5,7 @@ is a smoke test (a whole run in well under two minutes on two CPU cores).
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import asdict, dataclass, field
 
 from .errors import unknown_name
@@ -12,6 +13,10 @@ from .registry.specs import StreamSpec
 
 STUDY_LEARNING_RATE = 2e-4
 DEFAULT_PROFILE = "cpu"
+# Teacher-accelerator updates per distillation round below the cpu/paper default (600): in proportion to the
+# profile's training, so the accelerator stays a minor share of the run's time.
+SMALL_ACCELERATOR_UPDATES = 100
+TINY_ACCELERATOR_UPDATES = 20
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,10 @@ class Profile:
     lr_schedule: str = "constant"       # "constant" (the study's) or "cosine": warm-up, then cosine decay to 0
     warmup_iterations: int = 0          # linear warm-up at the start of every task (cosine schedule)
     ema_decay: float | None = None      # sample from an exponential moving average of the weights (None: off)
+    # The budgets strategies spend beyond training, as defaults of their options (the user's -o still wins): so a
+    # run at `tiny` with any option finishes in about the time `tiny` does. Options a strategy does not declare
+    # are ignored; a value equal to the option's own default changes no configuration.
+    option_defaults: dict = field(default_factory=dict)
 
 
 PROFILES: dict[str, Profile] = {
@@ -65,13 +74,15 @@ PROFILES: dict[str, Profile] = {
         "per task (and as many replay images)",
         model="small", epochs=None, batch_size=64, iterations=100, learning_rate=1e-3,
         evaluation=dict(extractor="classifier", num_generated=1000, batch_size=250, solver_epochs=1,
-                        solver_max_images=1000)),
+                        solver_max_images=1000),
+        option_defaults={"teacher_accel_updates": SMALL_ACCELERATOR_UPDATES}),
     "tiny": Profile(
         "tiny", "smoke test: 0.3M-parameter U-Net, 2 epochs per task at batch 32, 200 samples for the metrics "
-        "drawn with 4 DDIM steps",
+        "drawn with 4 DDIM steps, 20 updates per round of a teacher accelerator. It checks that everything runs, "
+        "not what a model learns: its sample grids are noise and its metrics near their worst",
         model="tiny", epochs=2, batch_size=32,
         evaluation=dict(extractor="classifier", num_generated=200, batch_size=200, fid_steps=4, solver_epochs=1),
-        grid_samples=16),
+        grid_samples=16, option_defaults={"teacher_accel_updates": TINY_ACCELERATOR_UPDATES}),
 }
 
 
@@ -98,10 +109,42 @@ def resolve_budget(profile: Profile, spec: StreamSpec) -> dict:
 def evaluation_settings(profile: Profile, spec: StreamSpec) -> dict:
     """EvalSettings values of `profile` on the stream `spec`: the data set's own (metric sampling steps, the
     evaluation classifier's epochs, hold-out share and flips), then the profile's."""
+    # The architecture is named only where it is not the default, so configurations (and their hashes) of the
+    # data sets that use the default stay as they were published.
+    arch = {} if spec.evaluator_arch == "ruler-cnn" else {"classifier_arch": spec.evaluator_arch}
     return {"fid_steps": spec.fid_steps, "classifier_epochs": spec.evaluator_epochs,
-            "classifier_holdout": spec.evaluator_holdout, "classifier_flip": spec.mirror_invariant,
+            "classifier_holdout": spec.evaluator_holdout, "classifier_flip": spec.mirror_invariant, **arch,
             **profile.evaluation}
 
 
 def describe(profile: Profile) -> dict:
     return asdict(profile)
+
+
+PROFILE_COLUMNS = ["name", "image", "U-Net", "per task", "batch", "lr", "EMA", "metrics", "solver / task",
+                   "accelerator"]
+
+
+def profile_row(profile: Profile) -> list:
+    """One line of `cldiff-bench list`'s profile table: the budget in short, the stream's own where None."""
+    ev = profile.evaluation
+    per_task = (f"{profile.iterations} it" if profile.iterations else
+                f"{profile.epochs:g} ep" if profile.epochs is not None else "study's")
+    lr = f"{profile.learning_rate or STUDY_LEARNING_RATE:g}" + (" cos" if profile.lr_schedule == "cosine" else "")
+    solver = f"{ev.get('solver_epochs', 1)} ep" + (f" x {ev['solver_max_images']:,}" if ev.get("solver_max_images")
+                                                    else "")
+    from .teacher import TEACHER_ACCEL_UPDATES
+    updates = profile.option_defaults.get("teacher_accel_updates", TEACHER_ACCEL_UPDATES.default)
+    return [profile.name, f"{profile.image_size or 32} px", profile.model or "paper", per_task,
+            profile.batch_size or "study's", lr, profile.ema_decay or "-",
+            f"{ev.get('num_generated', 1000):,} {ev.get('extractor', 'classifier')}", solver,
+            f"{updates} upd/round"]
+
+
+def describe_profile(profile: Profile) -> str:
+    """`cldiff-bench list --profile NAME`: the description, wrapped, and every value the profile sets."""
+    lines = [f"{profile.name}: " + textwrap.fill(profile.description, 110, subsequent_indent="  ")]
+    for key, value in asdict(profile).items():
+        if key not in ("name", "description") and value not in (None, {}, ()):
+            lines.append(f"  {key}: {value}")
+    return "\n".join(lines)

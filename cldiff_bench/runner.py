@@ -8,7 +8,11 @@ with, `rundir` keeps its directory, `training` is one task's SGD loop; `Run` her
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shlex
+import socket
 import sys
 import time
 from pathlib import Path
@@ -19,9 +23,11 @@ from tqdm import tqdm
 from .context import RunContext
 from .cost import CostMeter, device_name
 from .diffusion.unet import count_parameters
+from .errors import UserError
 from .io import atomic_write_json, read_json
 from .registry import Registry
 from .results import build_result, metric_matrix, result_path
+from .runclaim import RunClaim, claim_holder, claim_path, describe_holder, held_for_us
 from .rundir import RunDir
 from .settings import RunConfig, RunSettings, resolve_device, resolve_settings  # noqa: F401 (the CLI's imports)
 from .training import train_task
@@ -38,6 +44,10 @@ class Run:
         self.records: list[dict] = []
 
     def execute(self) -> Path:
+        with claimed(self.dir.path):
+            return self._execute()
+
+    def _execute(self) -> Path:
         s = self.settings
         started = time.time()
         context = RunContext.build(s)
@@ -100,6 +110,25 @@ class Run:
         metrics = context.evaluate(k, student, state)
         grid = self.dir.save_grid(k, *context.grid_samples(student))
         return metrics, grid
+
+
+@contextlib.contextmanager
+def claimed(run_dir: Path):
+    """Hold the run directory's claim for the run (see runclaim.py), unless a sweep's cell already holds it for us;
+    refuse a directory another live process trains in."""
+    if held_for_us(claim_path(run_dir)):
+        yield
+        return
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": shlex.join(["cldiff-bench", *sys.argv[1:]]),
+              "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    claim = RunClaim(claim_path(run_dir))
+    if not claim.acquire(holder):
+        raise UserError(f"{run_dir} is in use by another run ({describe_holder(claim_holder(claim.path))}); wait "
+                        f"for it to end or stop it")
+    try:
+        yield
+    finally:
+        claim.release()
 
 
 def run(cfg: RunConfig, registry: Registry) -> Path:

@@ -18,6 +18,7 @@ from .io import check_writable_dir
 from .paths import cache_dir as default_cache_dir
 from .profiles import DEFAULT_PROFILE, evaluation_settings, get_profile, resolve_budget
 from .streams.datasets import IMAGE_SIZE, resolve_data_root
+from .threads import default_threads
 
 if TYPE_CHECKING:
     from .evaluation import EvalSettings
@@ -34,7 +35,7 @@ class RunConfig:
     device: str = "auto"
     precision: str | None = None         # None: the profile's (fp32 | bf16); never chosen by the machine
     channels_last: str = "inference"     # see core.SpeedOptions
-    threads: int | None = None           # torch threads of this run (None: torch's default, one per core)
+    threads: int | None = None           # torch threads of this run (None: one per idle core, threads.py)
     compile: bool = False
     replay_ahead: int = 1
     out: Path = Path("runs")
@@ -167,7 +168,7 @@ def resolve_device(requested: str) -> torch.device:
 
 def recorded_evaluation(settings: dict) -> dict:
     """Evaluation settings as recorded: a weights file by its name, so where it lies is not part of the identity."""
-    return {k: Path(v).name if k.endswith("_weights") and v else v for k, v in settings.items()}
+    return {k: Path(v).name if (k.endswith("_weights") or k == "ruler_file") and v else v for k, v in settings.items()}
 
 
 def _check_positive(name: str, value):
@@ -210,14 +211,16 @@ def resolve_settings(cfg: RunConfig, registry: Registry) -> RunSettings:
     budget = _budget(cfg, profile, spec)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision or profile.precision, device)
-    speed = SpeedOptions(cfg.channels_last, cfg.compile, cfg.replay_ahead, cfg.threads)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    # The threads are chosen here, once: a default that reads the machine's load is recorded as the number it chose.
+    threads = cfg.threads if cfg.threads is not None else default_threads() if device.type == "cpu" else None
+    speed = SpeedOptions(cfg.channels_last, cfg.compile, cfg.replay_ahead, threads)
+    if threads:
+        torch.set_num_threads(threads)
     cache = check_writable_dir(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(), "the cache directory")
     check_writable_dir(cfg.out, "--out")
     if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
         raise UserError(f"--data-root {cfg.data_root} does not exist")
-    options = strategy_cls.resolve_options(cfg.stream, cfg.strategy_options)
+    options = strategy_cls.resolve_options(cfg.stream, cfg.strategy_options, profile.option_defaults)
     preset = registry.model_preset(budget.model)
     evaluation = {**evaluation_settings(profile, spec), **cfg.evaluation}
     return RunSettings(

@@ -131,13 +131,18 @@ class Strategy:
 
     # --- options -------------------------------------------------------------------------------------------------
     @classmethod
-    def resolve_options(cls, stream_name: str, overrides: dict[str, Any]) -> dict[str, Any]:
-        """Defaults for this stream, overridden by the user's values; unknown or out-of-range values refused."""
+    def resolve_options(cls, stream_name: str, overrides: dict[str, Any],
+                        profile_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults for this stream (and the profile's budgets, `Profile.option_defaults`), overridden by the
+        user's values; unknown or out-of-range values refused."""
         unknown = sorted(k for k, v in overrides.items() if v is not None and k not in cls.options)
         if unknown:
             known = ", ".join(sorted(cls.options)) or "none"
             raise UserError(f"strategy {cls.name!r} takes no option {', '.join(unknown)} (its options: {known})")
-        resolved = {k: opt.default_for(stream_name) for k, opt in cls.options.items()}
+        defaults = {k: opt.default_for(stream_name) for k, opt in cls.options.items()}
+        defaults.update({k: cls.options[k].convert(k, v) for k, v in (profile_defaults or {}).items()
+                         if k in cls.options})
+        resolved = dict(defaults)
         for k, v in overrides.items():
             if v is not None:
                 try:
@@ -145,7 +150,7 @@ class Strategy:
                 except UserError as exc:
                     raise UserError(f"strategy {cls.name!r}: {exc}") from None
         late = [k for k, opt in cls.options.items() if opt.omit_default]
-        if all(resolved[k] == cls.options[k].default_for(stream_name) for k in late):
+        if all(resolved[k] == defaults[k] for k in late):
             for k in late:
                 del resolved[k]
         return resolved

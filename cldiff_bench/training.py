@@ -14,6 +14,7 @@ from .core import DiffusionCore, host_to_device
 from .diffusion.seeding import generator
 from .errors import Interrupted, UserError
 from .strategy import Batch, LossTerms, Strategy
+from .threads import CoreSharingWatch
 from .streams.base import to_model_range
 
 if TYPE_CHECKING:
@@ -57,8 +58,10 @@ def train_task(context: RunContext, k: int, start: int, optimizer_state: dict | 
                initial=start, total=total, dynamic_ncols=True, mininterval=1)
     stop = StopRequest()
     losses = LossWindow(k, start)
+    sharing = CoreSharingCheck(start, device)
     try:
         for it in bar:
+            sharing.at(it)
             epoch, pos = divmod(it, per_epoch)
             if epoch != perm_epoch:
                 order = torch.randperm(len(data), generator=generator(seed, k, epoch, PURPOSE_DATA_ORDER))
@@ -106,6 +109,31 @@ def training_step(core: DiffusionCore, strategy: Strategy, batch: Batch, optimiz
     optimizer.step()
     core.update_ema()
     return terms
+
+
+class CoreSharingCheck:
+    """On the CPU with several threads, in the first task a process trains: measure iterations WARMUP..WARMUP+SPAN
+    and print a hint when another process is taking the cores its threads wait on (see threads.py)."""
+
+    WARMUP, SPAN = 3, 20
+    measured = False  # once per process
+
+    def __init__(self, start: int, device: torch.device):
+        self.first = start + self.WARMUP
+        self.watch = None
+        self.active = device.type == "cpu" and torch.get_num_threads() > 1 and not CoreSharingCheck.measured
+
+    def at(self, iteration: int) -> None:
+        if not self.active:
+            return
+        if iteration == self.first:
+            self.watch = CoreSharingWatch(torch.get_num_threads())
+        elif iteration == self.first + self.SPAN and self.watch is not None:
+            hint = self.watch.check(self.SPAN)
+            if hint:
+                tqdm.write(hint)
+            self.active = False
+            CoreSharingCheck.measured = True
 
 
 class LossWindow:

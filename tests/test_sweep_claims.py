@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("submitit")
 
 from cldiff_bench.cli import main  # noqa: E402
-from cldiff_bench.sweep.claim import Claim, claim_path, is_claimed  # noqa: E402
+from cldiff_bench.runclaim import RunClaim, claim_path, is_claimed  # noqa: E402
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from cldiff_bench.sweep.claim import Claim
-    claim = Claim(sys.argv[1])
+    from cldiff_bench.runclaim import RunClaim
+    claim = RunClaim(sys.argv[1])
     assert claim.acquire({"sweep_dir": sys.argv[2], "host": "elsewhere", "job_id": "77", "pid": 0})
     print("held", flush=True)
     time.sleep(600)
@@ -36,12 +36,12 @@ def test_a_claim_is_exclusive_and_a_dead_holder_does_not_block(tmp_path):
     holder = hold(path)
     try:
         assert is_claimed(path)
-        assert not Claim(path).acquire({"pid": os.getpid()}, tries=3, delay_s=0.05)
+        assert not RunClaim(path).acquire({"pid": os.getpid()}, tries=3, delay_s=0.05)
     finally:
         holder.send_signal(signal.SIGKILL)  # dies without releasing anything: its claim file stays behind
         holder.wait()
     assert path.exists() and not is_claimed(path)
-    claim = Claim(path)
+    claim = RunClaim(path)
     assert claim.acquire({"pid": os.getpid()}, tries=1)
     assert json.loads(path.read_text()) == {"pid": os.getpid()}
     assert is_claimed(path)  # an flock is per open file: our own claim is seen as held too

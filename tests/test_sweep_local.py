@@ -16,7 +16,7 @@ pytest.importorskip("submitit")
 from cldiff_bench.cli import main  # noqa: E402
 from cldiff_bench.results import validate_result  # noqa: E402
 from cldiff_bench.checkpoint import CHECKPOINT_NAME  # noqa: E402
-from cldiff_bench.sweep.claim import claim_path, is_claimed  # noqa: E402
+from cldiff_bench.runclaim import claim_path, is_claimed  # noqa: E402
 from tests.helpers import wait_until_training  # noqa: E402
 
 GRID = ["--strategies", "naive,joint", "--streams", "digits-5", "--seeds", "0,1", "--profile", "tiny",

@@ -236,17 +236,6 @@ def convert_state_dict(diffusers_state: dict, config: UNetConfig) -> dict:
     return ours
 
 
-def _load_pickled(path: Path):
-    """load_tensors (weights_only), its error cut to one sentence: torch's own message runs over several lines
-    and suggests weights_only=False, which is not advice to give about a file that may not be trusted."""
-    try:
-        return load_tensors(path)
-    except UserError as exc:
-        cause = exc.__cause__ or exc
-        first = str(cause).strip().split("\n")[0].split(". ")[0].rstrip(".")
-        raise UserError(f"{path} is corrupt or not a torch weights file ({type(cause).__name__}: {first})") from exc
-
-
 def _model_folder(path: Path) -> Path:
     """The UNet folder: `path` itself, or its unet/ subfolder when `path` is a saved pipeline (as the study saved)."""
     if not path.is_dir():
@@ -271,7 +260,7 @@ def _read_weights(folder: Path) -> dict:
                 first = str(exc).strip().split("\n")[0]
                 raise UserError(f"{st} is corrupt ({type(exc).__name__}: {first})") from exc
     if binary.is_file():
-        state = _load_pickled(binary)  # weights_only: a .bin is a pickle, never run its code
+        state = load_tensors(binary)  # weights_only: a .bin is a pickle, never run its code
         if not isinstance(state, dict):
             raise UserError(f"{binary} is not a state dict")
         return state
@@ -307,7 +296,7 @@ def load_model_file(path) -> tuple[UNetConfig, dict]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such model file")
-    doc = _load_pickled(path)
+    doc = load_tensors(path)
     if not isinstance(doc, dict) or doc.get("format") != MODEL_FILE_FORMAT:
         raise UserError(f"{path} is not a {MODEL_FILE_FORMAT} model file")
     try:

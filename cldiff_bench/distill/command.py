@@ -1,20 +1,10 @@
 """The `distill` subcommand's arguments and its call (the work is in runner.py, imported only when it runs)."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from ..arguments import int_list_type, retire_output_spellings
 from ..profiles import DEFAULT_PROFILE
-
-
-def _steps_list(text: str) -> tuple[int, ...]:
-    try:
-        steps = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated step counts, got {text!r}") from None
-    if not steps or any(s < 1 for s in steps):
-        raise argparse.ArgumentTypeError(f"step counts must be whole numbers >= 1, got {text!r}")
-    return steps
 
 
 def add_distill_parser(sub) -> None:
@@ -24,7 +14,8 @@ def add_distill_parser(sub) -> None:
     d.add_argument("--method", required=True, help="pd or dsd (or a plugin's; see `cldiff-bench list`)")
     d.add_argument("--stream", required=True, help="the stream the model learnt (image size and channels, scoring)")
     d.add_argument("--task", type=int, required=True, help="score against the classes seen after this task")
-    d.add_argument("-o", "--out", type=Path, required=True, help="output directory")
+    d.add_argument("--out", type=Path, required=True, help="output directory")
+    retire_output_spellings(d)
     d.add_argument("--seed", type=int, default=0, help="class order and the chains' noise (default 0)")
     d.add_argument("--profile", default=DEFAULT_PROFILE,
                    help=f"image size, precision and evaluation settings: the run's profile (default {DEFAULT_PROFILE})")
@@ -43,7 +34,7 @@ def add_distill_parser(sub) -> None:
                         "dsd in a round of --updates)")
     d.add_argument("--convert-learning-rate", type=float, default=None, metavar="LR",
                    help="the conversion round's learning rate (default: --learning-rate)")
-    d.add_argument("--eval-steps", type=_steps_list, default=(1, 2, 4, 8),
+    d.add_argument("--eval-steps", type=int_list_type("--eval-steps", minimum=1), default=(1, 2, 4, 8),
                    help="score at these steps, distilled and plain DDIM (default 1,2,4,8)")
     d.add_argument("--no-eval", action="store_true", help="distil only, no scores")
     d.add_argument("--checkpoint-every", type=int, default=50, help="checkpoint every N updates (default 50)")
@@ -56,6 +47,8 @@ def add_distill_parser(sub) -> None:
     d.add_argument("--extractor", default=None, help="FID features (see `cldiff-bench list`)")
     d.add_argument("--num-generated", type=int, default=None, help="samples drawn and scored per step count")
     d.add_argument("--inception-weights", default=None)
+    d.add_argument("--ruler", default=None, metavar="FILE",
+                   help="score with this evaluation classifier instead of the pinned one")
     d.add_argument("--no-progress", action="store_true", help="no progress bars (the log lines stay)")
 
 
@@ -68,7 +61,8 @@ def cmd_distill(args, registry) -> int:
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be a whole number >= 1, got {args.threads}")
     evaluation = {k: v for k, v in {"extractor": args.extractor, "num_generated": args.num_generated,
-                                    "inception_weights": args.inception_weights}.items() if v is not None}
+                                    "inception_weights": args.inception_weights,
+                                    "ruler_file": args.ruler}.items() if v is not None}
     request = DistillRequest(
         model=args.model, method=args.method, stream=args.stream, task=args.task, out=args.out, seed=args.seed,
         profile=args.profile, model_preset=args.model_preset, target_steps=args.target_steps,

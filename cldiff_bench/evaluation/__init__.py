@@ -23,7 +23,7 @@ from ..errors import UserError, unknown_name
 from ..streams.base import ImageSet, Stream
 from ..io import atomic_torch_save, load_tensors, sha256_of_arrays
 from .classifier import (CLASSIFIER_ARCHS, CLASSIFIER_CODE_VERSION, EVALUATION_CLASSIFIER_SEED,
-                         check_classifier_can_be_built, classifier_identity, classifier_paths, predict_logits,
+                         check_ruler_at_hand, load_evaluation_classifier, predict_logits, ruler_record,
                          train_evaluation_classifier)
 from .features import extract_features
 from .metrics import (KLD_EPSILON, class_histogram, fid_from_features, fid_from_statistics, fid_statistics,
@@ -55,6 +55,7 @@ class EvalSettings:
     classifier_holdout: float = 1 / 6      # share of each class's training images held out (best epoch, oracle)
     classifier_flip: bool = False          # random horizontal flips in its training (data sets whose classes allow)
     classifier_weights: str | None = None  # ImageNet ResNet-18 weights file for resnet18-imagenet (else torchvision's)
+    ruler_file: str | None = None          # score with this evaluation classifier instead of the pinned one
     solver_arch: str = "small-cnn"         # the replay-trained classifier: "small-cnn" | "simple-cnn" (study's)
     solver_epochs: int = 1                 # the replay-trained classifier ("solver") per task
     solver_batch_size: int = 64            # real images per batch (as many replayed ones are added)
@@ -138,15 +139,14 @@ class Evaluator:
     def preflight(self) -> None:
         """Check before any training that what the evaluation needs can be had: the evaluation classifier (cached,
         or its pretrained weights at hand) and the FID extractor with its weights."""
-        check_classifier_can_be_built(self.stream, self.settings, self.cache_dir)
+        check_ruler_at_hand(self.stream, self.settings, self.cache_dir)
         if self.settings.compute_fid and not self.extractor_spec.needs_classifier:
             self._extractor_and_feature()
 
     def classifier(self):
         if self._classifier is None:
-            self._classifier, self._classifier_info = train_evaluation_classifier(
-                self.stream, self.settings, self.cache_dir, self.device, EVALUATION_CLASSIFIER_SEED,
-                progress=self.progress)
+            self._classifier, self._classifier_info = load_evaluation_classifier(
+                self.stream, self.settings, self.cache_dir, self.device)
             self._classifier.requires_grad_(False)
         return self._classifier
 
@@ -291,17 +291,10 @@ class Evaluator:
                "solver": {"arch": s.solver_arch, "kd_direction": s.kd_direction, "kd_temperature": s.kd_temperature,
                           "kd_scaled_by_t_squared": KD_SCALE_T2, "optimizer": "Adam, fresh per task"}}
         # Where a weights file lives is not part of what was computed; its name (and the version's hash) is.
-        for name in ("inception_weights", "classifier_weights"):
+        for name in ("inception_weights", "classifier_weights", "ruler_file"):
             if getattr(s, name):
                 out["settings"][name] = pathlib.Path(getattr(s, name)).name
-        if self._classifier_info is not None:
-            info = self._classifier_info
-        else:
-            version = classifier_identity(self.stream, s)
-            info_path = classifier_paths(self.cache_dir, self.stream.dataset, version)[1]
-            info = json.loads(info_path.read_text()) if info_path.exists() else {"version": version,
-                                                                                 "status": "not trained yet"}
-        out["evaluation_classifier"] = info
+        out["evaluation_classifier"] = self._classifier_info or ruler_record(self.stream, s, self.cache_dir)
         out["evaluation_classifier_code_version"] = CLASSIFIER_CODE_VERSION
         extra = self.extractor_spec.describe(s)
         clash = sorted(set(extra) & set(out))

@@ -30,6 +30,8 @@ class StreamSpec:
     evaluator_epochs: int = 3
     # Share of each class's training images the evaluation classifier holds out (its best epoch, the oracle).
     evaluator_holdout: float = 1 / 6
+    # Its network (evaluation/networks.py): the small CNN reads digits and clothes; natural images need more.
+    evaluator_arch: str = "ruler-cnn"
     # Whether a mirrored image is still of its class: the evaluation classifier then trains with random flips.
     mirror_invariant: bool = False
     # The study's training transform flips this data set's images at random (the paper profile does too).

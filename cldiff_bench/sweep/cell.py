@@ -26,7 +26,7 @@ from pathlib import Path
 import submitit
 
 from ..errors import EXIT_INTERRUPTED
-from .claim import Claim, claim_holder, claim_path
+from ..runclaim import HELD_CLAIM_ENV, RunClaim, claim_holder, claim_path
 from .files import log_path, state_path, write_json
 
 # Seconds a stopped run has to write its checkpoint and exit, before it is killed (the run then continues from its
@@ -105,8 +105,8 @@ class _Job(submitit.helpers.Checkpointable):
     def _plugin_args(self) -> list[str]:
         return [a for p in self.plugins for a in ("--plugin", p)]
 
-    def _execute(self, args: list[str], threads: int | None, pass_fds: tuple[int, ...] = ()) -> int:
-        """`cldiff-bench ARGS`, its output appended to the log; its exit status."""
+    def _execute(self, args: list[str], threads: int | None, claim: RunClaim | None = None) -> int:
+        """`cldiff-bench ARGS`, its output appended to the log; its exit status. The run inherits `claim`."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as log:
             log.write(f"--- {_now()} attempt {self.attempts} on {socket.gethostname()} (job {_job_id()}): "
@@ -115,11 +115,13 @@ class _Job(submitit.helpers.Checkpointable):
             if self.in_process:
                 return self._execute_in_process(args, log)
             env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+            if claim is not None:
+                env[HELD_CLAIM_ENV] = str(claim.path.resolve())
             if threads:
                 env["OMP_NUM_THREADS"] = str(threads)
             self._proc = subprocess.Popen([sys.executable, "-m", "cldiff_bench.cli", *args], stdout=log,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                          pass_fds=pass_fds, preexec_fn=_stop_with_parent(os.getpid()))
+                                          pass_fds=() if claim is None else (claim.fd,), preexec_fn=_stop_with_parent(os.getpid()))
             try:
                 return self._wait_for_run()
             except KeyboardInterrupt:  # the job was cancelled: the run stops at a checkpoint, then so do we
@@ -225,7 +227,7 @@ class Cell(_Job):
     def __call__(self) -> dict:
         self._reset()
         self.attempts += 1
-        claim = Claim(claim_path(Path(self.run_dir)))
+        claim = RunClaim(claim_path(Path(self.run_dir)))
         holder = {"cell": self.key, "sweep_dir": self.sweep_dir, "job_id": _job_id(), "host": socket.gethostname(),
                   "pid": os.getpid(), "since": _now()}
         if not claim.acquire(holder):
@@ -238,7 +240,7 @@ class Cell(_Job):
             # Not forced on in-process cells: there the sweep's own thread count is the run's.
             threads = self.threads or (None if self.in_process else cores())
             self._record("running", threads=threads)
-            returncode = self._execute(self.command(threads), threads, pass_fds=(claim.fd,))
+            returncode = self._execute(self.command(threads), threads, claim)
         finally:
             claim.release()
         return self._finish(returncode)

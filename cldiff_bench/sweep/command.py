@@ -187,7 +187,7 @@ def _sweep(args, registry, grid_file: Path | None) -> int:
 def _plan(cells: list, identities) -> dict[str, str]:
     """What to do with each cell: submitted, or skipped (and why). A run directory holding another configuration's
     run, or files that are no run, is refused before anything runs (as `run` refuses it)."""
-    from .claim import claim_path, is_claimed
+    from ..runclaim import claim_path, is_claimed
     from .grid import existing
     plan = {}
     for cell in cells:
@@ -393,7 +393,7 @@ def _leaderboard(outs: list[str], output: Path, produced_by: str) -> int:
     if not any(any(Path(o).rglob(RESULT_NAME)) for o in outs if Path(o).is_dir()):
         print("cldiff-bench: no results yet: no leaderboard built", file=sys.stderr)
         return 0
-    return main(["leaderboard", *outs, "-o", str(output), "--produced-by", produced_by])
+    return main(["leaderboard", *outs, "--out", str(output), "--produced-by", produced_by])
 
 
 def _status(sweep_dir: Path, args) -> int:

@@ -260,7 +260,7 @@ def _wait_all(running: dict, poll_s: float, on_tick) -> None:
 
 def _wait_for_claims(jobs: list, timeout_s: float = 90) -> None:
     """Wait (a while) for the cancelled cells' runs to write their checkpoints and let go of their cells."""
-    from .claim import claim_path, is_claimed
+    from ..runclaim import claim_path, is_claimed
     claims = [claim_path(Path(c.run_dir)) for c in jobs if hasattr(c, "run_dir")]
     deadline = time.time() + timeout_s
     while time.time() < deadline and any(is_claimed(p) for p in claims):

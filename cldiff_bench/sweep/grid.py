@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..arguments import comma_separated_ints
 from ..errors import UserError
 
 # `run` options a sweep sets itself: the grid's axes, always --resume and --no-progress, its own thread shares;
@@ -143,7 +144,10 @@ def _names(value, key: str, where: str) -> list[str]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
         raise UserError(f"{where}: {key} must be a list of names (or one comma-separated string), got {value!r}")
-    return [s.strip() for s in items if s.strip()]
+    names = [s.strip() for s in items]
+    if not all(names):
+        raise UserError(f"{where}: {key} has an empty name: {value!r}")
+    return names
 
 
 def _seed_list(value, where: str) -> list[int]:
@@ -151,9 +155,9 @@ def _seed_list(value, where: str) -> list[int]:
         value = [value]
     if isinstance(value, str):
         try:
-            value = [int(s) for s in value.split(",") if s.strip()]
-        except ValueError:
-            raise UserError(f"{where}: seeds must be comma-separated integers, got {value!r}") from None
+            value = comma_separated_ints(value, "seeds")
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
     if not isinstance(value, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
         raise UserError(f"{where}: seeds must be a list of integers, got {value!r}")
     if any(s < 0 for s in value):

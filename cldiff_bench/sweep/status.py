@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .claim import claim_holder, claim_path, is_claimed
+from ..runclaim import claim_holder, claim_path, is_claimed
 from .files import jobs_dir, last_line, log_path, read_json, state_path
 from .manifest import load
 

@@ -1,8 +1,10 @@
-"""Claims: at most one process runs a cell at a time, across sweeps and machines that share the output folder.
+"""Run claims: at most one process trains in a run directory at a time, across runs, sweeps and machines that
+share the output folder.
 
-A claim is an exclusive `flock` on a hidden file beside the cell's run directory (`.seed0.claim` next to
-`seed0/`: inside it, `run` would find a file it does not know and refuse the directory). The cell's process
-takes it before it starts the run and the run inherits the descriptor, so the claim lasts until both are gone.
+A claim is an exclusive `flock` on a hidden file beside the run directory (`.seed0.claim` next to `seed0/`:
+inside it, `run` would find a file it does not know and refuse the directory). A bare `run` takes it itself; a
+sweep's cell takes it before it starts the run, and the run inherits the descriptor (and is told so through
+HELD_CLAIM_ENV), so the claim lasts until both are gone.
 The kernel drops the lock when they end, however they end (an error, SIGKILL, a crash; on NFS the server drops a
 dead client's locks when its lease runs out), so a stale claim never blocks: a claim file a dead process left
 behind is claimable at once. The file names its holder for `sweep status`, and is removed on release.
@@ -15,13 +17,17 @@ import os
 import time
 from pathlib import Path
 
+# Set by a sweep's cell for the run it starts: the claim file the run's inherited descriptor holds.
+HELD_CLAIM_ENV = "CLDIFF_BENCH_HELD_CLAIM"
+_held_here: set[str] = set()  # claim files this process holds (a cell that runs its run in-process)
+
 
 def claim_path(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     return run_dir.parent / f".{run_dir.name}.claim"
 
 
-class Claim:
+class RunClaim:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.fd: int | None = None
@@ -45,12 +51,14 @@ class Claim:
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps(holder).encode())
             self.fd = fd
+            _held_here.add(str(self.path.resolve()))
             return True
         return False
 
     def release(self) -> None:
         if self.fd is None:
             return
+        _held_here.discard(str(self.path.resolve()))
         try:
             if _same_file(self.fd, self.path):
                 self.path.unlink()
@@ -58,7 +66,7 @@ class Claim:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self) -> Claim:
+    def __enter__(self) -> RunClaim:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -92,3 +100,20 @@ def claim_holder(path: Path) -> dict | None:
         return json.loads(Path(path).read_text() or "null")
     except (OSError, ValueError):
         return None
+
+
+def held_for_us(path: Path) -> bool:
+    """Whether this process already holds the claim `path`, itself or through the cell that started it."""
+    resolved = str(Path(path).resolve())
+    return resolved in _held_here or os.environ.get(HELD_CLAIM_ENV) == resolved
+
+
+def describe_holder(holder: dict | None) -> str:
+    if not holder:
+        return "another process"
+    who = f"pid {holder.get('pid')} on {holder.get('host')}"
+    if holder.get("cell"):
+        who += f", cell {holder['cell']} of the sweep in {holder.get('sweep_dir')}"
+    elif holder.get("command"):
+        who += f", `{holder['command']}`"
+    return who + (f", since {holder['since']}" if holder.get("since") else "")
