@@ -10,7 +10,7 @@ each, and checks after the last task:
 - gd beats naive on KLD and FID by a factor (the teacher's replay reaches the student).
 
 Exit status 1, with the numbers, when a check fails; 0 otherwise. The margins are a small fraction of the gaps measured
-when the check was made (README's "Calibrating the CPU profile" gives them), so a change that shrinks a gap several
+when the check was made (docs/rulers.md, "The CI guard", gives them), so a change that shrinks a gap several
 times fails, and the rounding of another machine does not.
 """
 from __future__ import annotations

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stream", required=True, help="stream name (see `cldiff-bench list`)")
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=None, help="seed of the run (default 0)")
-    seeds.add_argument("--seeds", type=int_list_type("seeds"), default=None, help="several seeds, e.g. 0,1,2: one result each")
+    seeds.add_argument("--seeds", type=int_list_type("seeds"), default=None,
+                       help="several seeds, e.g. 0,1,2: one result each")
     run.add_argument("--profile", default=DEFAULT_PROFILE,
                      help=f"budget: {', '.join(PROFILES)} (default {DEFAULT_PROFILE})")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")

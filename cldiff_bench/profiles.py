@@ -45,6 +45,8 @@ class Profile:
     # run at `tiny` with any option finishes in about the time `tiny` does. Options a strategy does not declare
     # are ignored; a value equal to the option's own default changes no configuration.
     option_defaults: dict = field(default_factory=dict)
+    # Printed when a run at this profile starts: what its numbers can and cannot show.
+    start_note: str = ""
 
 
 PROFILES: dict[str, Profile] = {
@@ -82,7 +84,9 @@ PROFILES: dict[str, Profile] = {
         "not what a model learns: its sample grids are noise and its metrics near their worst",
         model="tiny", epochs=2, batch_size=32,
         evaluation=dict(extractor="classifier", num_generated=200, batch_size=200, fid_steps=4, solver_epochs=1),
-        grid_samples=16, option_defaults={"teacher_accel_updates": TINY_ACCELERATOR_UPDATES}),
+        grid_samples=16, option_defaults={"teacher_accel_updates": TINY_ACCELERATOR_UPDATES},
+        start_note="tiny is a smoke test: its sample grids are noise and its metrics near their worst; the "
+                   "benchmark is --profile cpu"),
 }
 
 
@@ -145,6 +149,6 @@ def describe_profile(profile: Profile) -> str:
     """`cldiff-bench list --profile NAME`: the description, wrapped, and every value the profile sets."""
     lines = [f"{profile.name}: " + textwrap.fill(profile.description, 110, subsequent_indent="  ")]
     for key, value in asdict(profile).items():
-        if key not in ("name", "description") and value not in (None, {}, ()):
+        if key not in ("name", "description", "start_note") and value not in (None, {}, (), ""):
             lines.append(f"  {key}: {value}")
     return "\n".join(lines)

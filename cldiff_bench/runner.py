@@ -25,6 +25,7 @@ from .cost import CostMeter, device_name
 from .diffusion.unet import count_parameters
 from .errors import UserError
 from .io import atomic_write_json, read_json
+from .profiles import get_profile
 from .registry import Registry
 from .results import build_result, metric_matrix, result_path
 from .runclaim import RunClaim, claim_holder, claim_path, describe_holder, held_for_us
@@ -44,13 +45,15 @@ class Run:
         self.records: list[dict] = []
 
     def execute(self) -> Path:
-        with claimed(self.dir.path):
-            return self._execute()
-
-    def _execute(self) -> Path:
-        s = self.settings
         started = time.time()
-        context = RunContext.build(s)
+        # Everything the run needs is checked (and built) before it claims its directory: a refused run writes
+        # nothing.
+        context = RunContext.build(self.settings)
+        with claimed(self.dir.path):
+            return self._execute(context, started)
+
+    def _execute(self, context: RunContext, started: float) -> Path:
+        s = self.settings
         resolved = context.resolved_config()
         if self.dir.prepare(resolved, force=s.force, resume=s.resume):
             print(f"{self.dir.path} already holds the result of this configuration; skipped (--force to redo)",
@@ -71,6 +74,9 @@ class Run:
         say(f"{s.strategy} on {s.stream} ({s.budget.profile}), seed {s.seed}: {stream.num_tasks} tasks, "
             f"classes {[t.classes for t in stream.tasks]}, model {s.budget.model} "
             f"({count_parameters(context.core.model) / 1e6:.2f}M parameters), device {device_name(s.device)}")
+        note = get_profile(s.budget.profile).start_note
+        if note:
+            say(f"note: {note}")
         for k in range(position["task"], stream.num_tasks):
             resume_at = position if k == position["task"] else {"iteration": 0, "optimizer": None}
             # A task resumed mid-way is charged from its original start (the snapshot travels in the checkpoint).

@@ -168,7 +168,11 @@ def resolve_device(requested: str) -> torch.device:
 
 def recorded_evaluation(settings: dict) -> dict:
     """Evaluation settings as recorded: a weights file by its name, so where it lies is not part of the identity."""
-    return {k: Path(v).name if (k.endswith("_weights") or k == "ruler_file") and v else v for k, v in settings.items()}
+    return {k: Path(v).name if is_weights_file(k) and v else v for k, v in settings.items()}
+
+
+def is_weights_file(key: str) -> bool:
+    return key.endswith("_weights") or key == "ruler_file"
 
 
 def _check_positive(name: str, value):

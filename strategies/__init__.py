@@ -1,6 +1,6 @@
 """The built-in strategies, one module each, registered through the same plugin hook a third party uses.
 
-Installed as `cldiff_bench_strategies` (see README's layout section) so no generic top-level name is taken.
+Installed as `cldiff_bench_strategies` (see docs/layout.md) so no generic top-level name is taken.
 """
 from cldiff_bench.registry import hookimpl
 

@@ -46,3 +46,13 @@ def wait_until_training(run_dir, timeout_s: float = 120) -> None:
     while not (run_dir / CHECKPOINT_NAME).exists():
         assert time.time() < deadline, "the run wrote no checkpoint"
         time.sleep(0.02)
+
+
+def one_line_error(capsys, code, *needles):
+    """The command failed as bad input must: exit status 2, one line on stderr naming each needle, no traceback."""
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err

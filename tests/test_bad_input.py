@@ -9,15 +9,7 @@ import torch
 
 from cldiff_bench.cli import main
 from cldiff_bench.streams.datasets import FMNIST_FILES
-
-
-def one_line_error(capsys, code, *needles):
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
+from tests.helpers import one_line_error
 
 
 def files_under(path):

@@ -160,7 +160,7 @@ def model_file(tmp_path, seed: int = 1):
 
 def distill_args(model, out, *extra):
     return ["distill", str(model), "--method", "pd", "--stream", "digits-5", "--task", "0", "--profile", "cpu",
-            "-o", str(out), "--no-progress", *extra]
+            "--out", str(out), "--no-progress", *extra]
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -61,7 +61,7 @@ def test_tiny_naive_run_writes_result_and_grids(tmp_path, capsys):
 
     # Scoring the saved per-task models again with the same settings reproduces the metrics exactly.
     again = tmp_path / "again.json"
-    assert main(["evaluate", str(run_dir), "--output", str(again), "--no-progress"]) == 0
+    assert main(["evaluate", str(run_dir), "--out", str(again), "--no-progress"]) == 0
     rescored = load(again)
     assert rescored["metrics"] == result["metrics"]
     assert [t["train"] for t in rescored["tasks"]] == [t["train"] for t in result["tasks"]]

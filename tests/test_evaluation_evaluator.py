@@ -59,8 +59,10 @@ SETTINGS = dict(num_generated=48, batch_size=16, classifier_epochs=10, solver_ep
 
 
 def run_stream(stream, tmp, seed=3, mode="replay", settings=None, meter=None, stop_after=None, state=None):
-    ev = Evaluator(stream, EvalSettings(**(settings or SETTINGS)), tmp, torch.device("cpu"), seed, meter=meter,
-                   progress=False)
+    settings = EvalSettings(**(settings or SETTINGS))
+    # The synthetic data set has no pinned ruler: it is made explicitly, once per cache, as train-evaluator does.
+    train_evaluation_classifier(stream, settings, tmp, torch.device("cpu"), progress=False)
+    ev = Evaluator(stream, settings, tmp, torch.device("cpu"), seed, meter=meter, progress=False)
     results = []
     start = 0
     if state is not None:
@@ -134,7 +136,7 @@ def test_a_forgetful_model_scores_worse(stream, first_run):
 
 def test_second_run_same_seed_is_identical_and_resume_matches(stream, first_run, tmp_path):
     _, _, _, results = first_run
-    # Fresh cache: the evaluation classifier is retrained and the real statistics recomputed.
+    # Fresh cache: the evaluation classifier is made again and the real statistics recomputed.
     _, again = run_stream(stream, tmp_path / "fresh")
     assert again == results
     # Interrupted after task 0, state saved and loaded as the trainer does, then resumed.

@@ -138,13 +138,17 @@ def test_a_hook_returning_something_else_than_extractor_specs_is_refused():
         registry.extractors()
 
 
+# The settings of digits' pinned ruler (the tiny profile's): the evaluator needs a ruler at hand, never trains one.
+DIGITS = {"classifier_epochs": 12}
+
+
 def _digits_stream(tmp_path):
     return load_registry().stream("digits-5").build(tmp_path, 0, tmp_path)
 
 
 def test_evaluator_looks_extractors_up_in_the_mapping_it_is_given(tmp_path):
     stream = _digits_stream(tmp_path)
-    settings = EvalSettings(extractor="image-stats", compute_accuracy=False, num_real=20, batch_size=16)
+    settings = EvalSettings(**DIGITS, extractor="image-stats", compute_accuracy=False, num_real=20, batch_size=16)
     # Without a mapping: the installed extractors, which a --plugin module is not among.
     with pytest.raises(UserError, match="unknown FID feature extractor 'image-stats'"):
         Evaluator(stream, settings, tmp_path, torch.device("cpu"), 0)
@@ -163,8 +167,8 @@ def test_an_extractor_naming_a_feature_it_does_not_compute_is_a_user_error(tmp_p
     stream = _digits_stream(tmp_path)
     broken = dataclasses.replace(IMAGE_STATS, name="broken",
                                  build=lambda c, d, s: (IMAGE_STATS.build(c, d, s)[0], "2048"))
-    ev = Evaluator(stream, EvalSettings(extractor="broken", compute_accuracy=False), tmp_path, torch.device("cpu"),
-                   0, progress=False, extractors={"broken": broken})
+    ev = Evaluator(stream, EvalSettings(**DIGITS, extractor="broken", compute_accuracy=False), tmp_path,
+                   torch.device("cpu"), 0, progress=False, extractors={"broken": broken})
     with pytest.raises(UserError, match="'broken' names the feature '2048' for FID but computes only 'stats'"):
         ev.preflight()
 

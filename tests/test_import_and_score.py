@@ -27,7 +27,7 @@ def diffusers_folder(tmp_path):
 def test_import_unet_then_run_from_it_and_score_it(tmp_path, diffusers_folder, capsys):
     folder, reference = diffusers_folder
     model_file = tmp_path / "imported.pt"
-    assert main(["import-unet", str(folder), "-o", str(model_file)]) == 0
+    assert main(["import-unet", str(folder), "--out", str(model_file)]) == 0
     # The imported file computes diffusers' function.
     from cldiff_bench.diffusion.diffusers_import import load_model_file
     config, state = load_model_file(model_file)
@@ -48,7 +48,7 @@ def test_import_unet_then_run_from_it_and_score_it(tmp_path, diffusers_folder, c
 
     capsys.readouterr()
     assert main(["score", str(model_file), "--stream", "digits-5", "--task", "1", "--profile", "tiny",
-                 "--no-progress", "--output", str(tmp_path / "scores.json")]) == 0
+                 "--no-progress", "--out", str(tmp_path / "scores.json")]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     saved = json.loads((tmp_path / "scores.json").read_text())
     assert printed["fid"] == saved["metrics"]["fid"] and printed["num_generated"] == 200

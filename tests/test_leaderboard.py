@@ -68,7 +68,7 @@ def test_rows_aggregate_over_seeds(results_dir):
 
 def test_markdown_parses_back_to_the_numbers(results_dir, tmp_path):
     out = tmp_path / "board"
-    assert main(["leaderboard", str(results_dir), "-o", str(out)]) == 0
+    assert main(["leaderboard", str(results_dir), "--out", str(out)]) == 0
     text = (out / "README.md").read_text()
     rows = {r["strategy"]: r for r in parse_markdown_table(text)}
     mean, se = parse_cell(rows["gd"]["FID ↓"])
@@ -114,9 +114,9 @@ def test_malformed_result_is_named_and_skipped_or_refused(results_dir, tmp_path,
     bad = results_dir / "broken" / "result.json"
     bad.parent.mkdir()
     bad.write_text('{"schema_version": 1}')
-    assert main(["leaderboard", str(results_dir), "-o", str(tmp_path / "board")]) == 0
+    assert main(["leaderboard", str(results_dir), "--out", str(tmp_path / "board")]) == 0
     assert str(bad) in capsys.readouterr().err
-    assert main(["leaderboard", str(results_dir), "-o", str(tmp_path / "board"), "--strict"]) == 2
+    assert main(["leaderboard", str(results_dir), "--out", str(tmp_path / "board"), "--strict"]) == 2
     assert str(bad) in capsys.readouterr().err
 
 
@@ -144,11 +144,11 @@ def test_page_states_the_budget_model_size_and_the_producing_command(tmp_path):
         doc["config"]["budget"].update(iterations=100, epochs=None, learning_rate=1e-3)
         write(tmp_path / "results", doc)
     out = tmp_path / "board"
-    assert main(["leaderboard", str(tmp_path / "results"), "-o", str(out), "--produced-by", "bash sweep.sh"]) == 0
+    assert main(["leaderboard", str(tmp_path / "results"), "--out", str(out), "--produced-by", "bash sweep.sh"]) == 0
     text = (out / "README.md").read_text()
     size = count_parameters(UNet(cfg)) / 1e6
     assert f"Model `tiny` ({size:.2f}M parameters), 100 iterations per task at batch 32, learning rate 0.001" in text
     assert "Results produced by: `bash sweep.sh`" in text
-    assert main(["leaderboard", str(tmp_path / "results"), "-o", str(out), "--produced-by", "bash sweep.sh",
+    assert main(["leaderboard", str(tmp_path / "results"), "--out", str(out), "--produced-by", "bash sweep.sh",
                  "--produced-by", "bash more.sh"]) == 0
     assert "Results produced by:\n\n- `bash sweep.sh`\n- `bash more.sh`\n" in (out / "README.md").read_text()

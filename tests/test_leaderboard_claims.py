@@ -108,7 +108,7 @@ def test_markdown_findings_table_reads_back(results_dir, tmp_path):
     claims = claims_file(tmp_path, '[[claim]]\nmetric = "fid"\norder = ["a", "b"]\nsource = "Table 1 | left"\n'
                                    '[[claim]]\nmetric = "fid"\norder = ["b", "c"]\n')
     out = tmp_path / "board"
-    assert main(["leaderboard", str(results_dir), "-o", str(out), "--claims", str(claims)]) == 0
+    assert main(["leaderboard", str(results_dir), "--out", str(out), "--claims", str(claims)]) == 0
     text = (out / "README.md").read_text()
     rows = {r["claim"]: r for r in parse_markdown_table(text, after=FINDINGS_HEADING)}
     assert set(rows) == {"FID: a < b", "FID: b < c"}
@@ -122,9 +122,9 @@ def test_markdown_findings_table_reads_back(results_dir, tmp_path):
 
 def test_no_claims_leaves_the_findings_out(results_dir, tmp_path):
     out = tmp_path / "board"
-    assert main(["leaderboard", str(results_dir), "-o", str(out), "--no-claims", "--format", "csv"]) == 0
+    assert main(["leaderboard", str(results_dir), "--out", str(out), "--no-claims", "--format", "csv"]) == 0
     assert (out / "leaderboard.csv").is_file() and not (out / "findings.csv").exists()
-    assert main(["leaderboard", str(results_dir), "-o", str(out), "--no-claims"]) == 0
+    assert main(["leaderboard", str(results_dir), "--out", str(out), "--no-claims"]) == 0
     assert FINDINGS_HEADING not in (out / "README.md").read_text()
 
 
@@ -159,7 +159,7 @@ def test_a_malformed_claims_file_is_one_line_naming_it_and_writes_nothing(result
         load_claims(path)
     assert str(path) in str(exc.value) and problem in str(exc.value)
     out = tmp_path / "board"
-    assert main(["leaderboard", str(results_dir), "-o", str(out), "--claims", str(path)]) == 2
+    assert main(["leaderboard", str(results_dir), "--out", str(out), "--claims", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(path) in err and "Traceback" not in err
     assert not out.exists()
@@ -167,7 +167,7 @@ def test_a_malformed_claims_file_is_one_line_naming_it_and_writes_nothing(result
 
 def test_a_missing_claims_file_is_an_input_error(results_dir, tmp_path, capsys):
     out = tmp_path / "board"
-    assert main(["leaderboard", str(results_dir), "-o", str(out), "--claims", str(tmp_path / "nope.toml")]) == 2
+    assert main(["leaderboard", str(results_dir), "--out", str(out), "--claims", str(tmp_path / "nope.toml")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope.toml does not exist" in err
     assert not out.exists()

@@ -36,7 +36,7 @@ def claims(tmp_path):
 
 def test_csv_round_trip(results_dir, tmp_path):
     out = tmp_path / "board"
-    assert main(["leaderboard", str(results_dir), "-o", str(out), "--format", "csv", "--claims",
+    assert main(["leaderboard", str(results_dir), "--out", str(out), "--format", "csv", "--claims",
                  str(claims(tmp_path))]) == 0
     rows = list(csv.DictReader((out / "leaderboard.csv").open()))
     assert [(r["stream"], r["profile"], r["strategy"]) for r in rows] == [
@@ -65,7 +65,7 @@ def test_csv_round_trip(results_dir, tmp_path):
 
 def test_latex_round_trip(results_dir, tmp_path):
     out = tmp_path / "board"
-    assert main(["leaderboard", str(results_dir), "-o", str(out), "--format", "latex", "--claims",
+    assert main(["leaderboard", str(results_dir), "--out", str(out), "--format", "latex", "--claims",
                  str(claims(tmp_path))]) == 0
     text = (out / "leaderboard.tex").read_text()
     assert text.count(r"\begin{tabular}") == 3  # two leaderboard tables and the findings

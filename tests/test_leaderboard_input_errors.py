@@ -74,7 +74,7 @@ def test_a_regression_is_exit_1_not_2(tmp_path, reference):
 
 def test_leaderboard_on_a_missing_path_writes_nothing(tmp_path, capsys, reference):
     out = tmp_path / "board"
-    assert_input_error(capsys, ["leaderboard", str(reference.parent), str(tmp_path / "nope"), "-o", str(out)],
+    assert_input_error(capsys, ["leaderboard", str(reference.parent), str(tmp_path / "nope"), "--out", str(out)],
                        "nope does not exist")
     assert not out.exists()
 
@@ -82,7 +82,7 @@ def test_leaderboard_on_a_missing_path_writes_nothing(tmp_path, capsys, referenc
 def test_leaderboard_output_that_is_a_file_is_refused(tmp_path, capsys, reference):
     out = tmp_path / "board.md"
     out.write_text("mine")
-    assert_input_error(capsys, ["leaderboard", str(reference.parent), "-o", str(out)], "is not a folder")
+    assert_input_error(capsys, ["leaderboard", str(reference.parent), "--out", str(out)], "is not a folder")
     assert out.read_text() == "mine"
 
 
@@ -91,7 +91,7 @@ def test_leaderboard_with_only_unreadable_results_writes_nothing(tmp_path, capsy
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"\xff\xfe")
     out = tmp_path / "board"
-    assert main(["leaderboard", str(tmp_path / "results"), "-o", str(out)]) == 2
+    assert main(["leaderboard", str(tmp_path / "results"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "not UTF-8" in err  # the skipped file is named, then the error
     assert not out.exists()

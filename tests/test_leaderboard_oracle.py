@@ -47,7 +47,7 @@ def results_dir(tmp_path):
 
 def test_real_data_is_the_last_row_unranked(results_dir, tmp_path):
     out = tmp_path / "board"
-    assert main(["leaderboard", str(results_dir), "-o", str(out), "--no-claims"]) == 0
+    assert main(["leaderboard", str(results_dir), "--out", str(out), "--no-claims"]) == 0
     rows = parse_markdown_table((out / "README.md").read_text())
     assert [r["strategy"] for r in rows] == ["gd", "naive", "real data"]
     real, gd = rows[-1], rows[0]
@@ -111,12 +111,12 @@ def table_se(tables, strategy):
 
 def test_real_data_in_csv_and_latex(results_dir, tmp_path):
     out = tmp_path / "board"
-    assert main(["leaderboard", str(results_dir), "-o", str(out), "--format", "csv"]) == 0
+    assert main(["leaderboard", str(results_dir), "--out", str(out), "--format", "csv"]) == 0
     real = list(csv.DictReader((out / "leaderboard.csv").open()))[-1]
     assert (real["strategy"], real["kind"], real["seeds"]) == ("real-data", "oracle", "1")
     assert float(real["fid_mean"]) == 2.0 and real["fid_se"] == "" and real["accuracy_mean"] == ""
     assert real["time_vs_naive"] == real["wall_seconds"] == ""
-    assert main(["leaderboard", str(results_dir), "-o", str(out), "--format", "latex"]) == 0
+    assert main(["leaderboard", str(results_dir), "--out", str(out), "--format", "latex"]) == 0
     text = (out / "leaderboard.tex").read_text()
     (_, body), *_ = parse_tex_tabulars(text)
     assert body[-1][:3] == ["real data", "1", r"$2$ $\pm$ --"]

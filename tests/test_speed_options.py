@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cldiff_bench.core import DiffusionCore, SpeedOptions, is_channels_last
+from cldiff_bench.core import DiffusionCore, SpeedOptions, cpu_supports_bf16, is_channels_last
 from cldiff_bench.diffusion.unet import MODEL_PRESETS, model_config
 from cldiff_bench.errors import UserError
 
@@ -89,8 +89,15 @@ def test_bfloat16_frozen_copy_samples_exactly_as_autocast_and_leaves_the_student
     assert frozen.conv_in.weight.dtype == torch.bfloat16 and frozen.conv_out.weight.dtype == torch.bfloat16
     assert frozen.norm_out.weight.dtype == torch.float32          # norms run in float32 under autocast
     assert all(p.dtype == torch.float32 for p in core.model.parameters())
-    # Autocast rounds the student's float32 weights to the values the copy stores, so the samples are identical.
-    assert torch.equal(core.generate(frozen, SEEDS, 2), core.generate(core.model, SEEDS, 2))
+    # Autocast rounds the student's float32 weights to the values the copy stores, so the samples are identical
+    # where the CPU computes in bfloat16 natively; where it emulates it, the two paths run different kernels and
+    # agree to bfloat16's precision (measured on an AVX2 CPU: mean difference 0.0013 on images of mean magnitude
+    # 0.76; other seeds' samples differ by 0.9).
+    copied, autocast = core.generate(frozen, SEEDS, 2), core.generate(core.model, SEEDS, 2)
+    if cpu_supports_bf16():
+        assert torch.equal(copied, autocast)
+    else:
+        assert (copied - autocast).abs().mean() < 0.01
     counts = core.meter.snapshot()["counts"]
     assert counts["student_forward"] == 2 * 2 * len(SEEDS) and counts["teacher_forward"] == 0
 

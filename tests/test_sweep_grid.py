@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("submitit")
 
 from cldiff_bench.cli import main  # noqa: E402
-from tests.test_bad_input import one_line_error  # noqa: E402
+from tests.helpers import one_line_error  # noqa: E402
 
 
 def dry_run(capsys, *args) -> list[list[str]]:

@@ -75,11 +75,15 @@ class Recipe:
     weight_decay: float = 0.0
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
+    # Channels-last convolutions: 1.3x faster training of the CIFAR-10 ruler on a CPU. Off for the small CNN, whose
+    # pinned rulers were trained without it.
+    channels_last: bool = False
 
     def to_dict(self) -> dict:
         """The recipe as its version hashes it: the fields added after rulers were published are left out while
         they hold their defaults, so those rulers keep their versions."""
         out = asdict(self)
+        del out["channels_last"]  # a speed setting: it changes rounding, not what the recipe is
         for name in LATER_FIELDS:
             if out[name] == getattr(Recipe, name):
                 del out[name]
@@ -104,7 +108,7 @@ RECIPES = {
     "ruler-resnet": Recipe(batch_size=128, lr=0.1, lr_schedule="cosine", rotation_degrees=5.0, translate=0.125,
                            noise_std=0.2, pretrained=None, noise_per_image=True, brightness=0.2, contrast=0.2,
                            blur=0.5, optimizer="sgd", momentum=0.9, weight_decay=5e-4, warmup_epochs=1.0,
-                           label_smoothing=0.1),
+                           label_smoothing=0.1, channels_last=True),
 }
 
 
@@ -265,9 +269,8 @@ def _fit(model: nn.Module, train: ImageSet, held: ImageSet, recipe: Recipe, epoc
     total = max(1, epochs * per_epoch)
     opt = _optimizer(model, recipe)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(recipe, total, per_epoch))
-    # Channels-last convolutions train 1.3x faster on a CPU (measured on the CIFAR-10 ruler); the saved weights are
-    # contiguous again.
-    model.to(memory_format=torch.channels_last)
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last)  # the saved weights are made contiguous again
     best = {"epoch": None, "holdout_accuracy": -1.0}
     best_state = None
     with tqdm(total=total, desc="evaluation classifier", unit="batch", disable=not progress, leave=False) as bar:
@@ -278,7 +281,8 @@ def _fit(model: nn.Module, train: ImageSet, held: ImageSet, recipe: Recipe, epoc
             for start in range(0, n, bs):
                 idx = order[start:start + bs]
                 x = augment(classifier_input(train.images[idx], device), g_aug, recipe, flip)
-                x = x.contiguous(memory_format=torch.channels_last)
+                if recipe.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 loss = F.cross_entropy(model(x), train.labels[idx].to(device), label_smoothing=recipe.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

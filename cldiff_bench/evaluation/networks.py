@@ -2,6 +2,7 @@
 study's SimpleCNN solver. Every one exposes `features(x)` (penultimate) and `head`, as the FID extractor needs."""
 from __future__ import annotations
 
+import hashlib
 import pathlib
 
 import torch
@@ -9,8 +10,10 @@ from torch import nn
 
 from ..errors import UserError, unknown_name
 
-# The file torchvision downloads for ResNet18_Weights.IMAGENET1K_V1 (what the study's `resnet18(pretrained=...)` loads).
+# The file torchvision downloads for ResNet18_Weights.IMAGENET1K_V1 (what the study's `resnet18(pretrained=...)` loads),
+# and the start of its sha256 as torchvision publishes it (in the file's name) and checks it after a download.
 IMAGENET_RESNET18_FILE = "resnet18-f37072fd.pth"
+IMAGENET_RESNET18_SHA256_PREFIX = "f37072fd"
 
 
 class RulerCNN(nn.Module):
@@ -150,7 +153,8 @@ class ImageNetResNet18(nn.Module):
         return self.head(self.features(x))
 
 
-NETWORKS = {"ruler-cnn": RulerCNN, "ruler-resnet": RulerResNet, "resnet18-imagenet": ImageNetResNet18, "small-cnn": SmallCNN,
+NETWORKS = {"ruler-cnn": RulerCNN, "ruler-resnet": RulerResNet, "resnet18-imagenet": ImageNetResNet18,
+            "small-cnn": SmallCNN,
             "simple-cnn": SimpleCNN}
 
 
@@ -175,6 +179,10 @@ def imagenet_resnet18_weights(weights_file: str | None) -> dict:
         path = pathlib.Path(weights_file).expanduser()
         if not path.is_file():
             raise UserError(f"--classifier-weights {weights_file}: no such file")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if not digest.startswith(IMAGENET_RESNET18_SHA256_PREFIX):
+            raise UserError(f"--classifier-weights {weights_file} is not torchvision's {IMAGENET_RESNET18_FILE}: its "
+                            f"sha256 starts {digest[:8]}, torchvision's {IMAGENET_RESNET18_SHA256_PREFIX}")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:

@@ -24,7 +24,7 @@ PINNED = {
         "598219edaf4dc7c69c36ad267bbc50184e9e0d94616875c017f1814ebb946b03",
     # digits-5 at the tiny and small profiles (32 x 32) and at the cpu profile (16 x 16): the tests, CI and first runs.
     "sklearn-digits-ruler-cnn-e12-h17-s0-c2-r54eeb3-dc2920769df.pt":
-        "c80950caee201fd0da1c32d95177a5a6ba5e130b91e26b27eb9140434031869c",
+        "275219679717c6a147f2e71ce7e7617455d37415a522d643dc42b8e85449a730",
     "sklearn-digits@16px-ruler-cnn-e12-h17-s0-c2-r54eeb3-d8122297469.pt":
         "26f48514e49d91332c463cbf97458d72c85632fdaea4b4bd412f283267288751",
 }

@@ -121,7 +121,8 @@ class _Job(submitit.helpers.Checkpointable):
                 env["OMP_NUM_THREADS"] = str(threads)
             self._proc = subprocess.Popen([sys.executable, "-m", "cldiff_bench.cli", *args], stdout=log,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                          pass_fds=() if claim is None else (claim.fd,), preexec_fn=_stop_with_parent(os.getpid()))
+                                          pass_fds=() if claim is None else (claim.fd,),
+                                          preexec_fn=_stop_with_parent(os.getpid()))
             try:
                 return self._wait_for_run()
             except KeyboardInterrupt:  # the job was cancelled: the run stops at a checkpoint, then so do we

@@ -145,6 +145,8 @@ def _names(value, key: str, where: str) -> list[str]:
     if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
         raise UserError(f"{where}: {key} must be a list of names (or one comma-separated string), got {value!r}")
     names = [s.strip() for s in items]
+    if names == [""]:
+        return []  # nothing given: the caller says which axis is empty
     if not all(names):
         raise UserError(f"{where}: {key} has an empty name: {value!r}")
     return names
