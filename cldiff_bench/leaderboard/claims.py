@@ -10,8 +10,9 @@
 Each pair is judged in every table that has both rows and the metric, from the rows' means and standard errors:
 `holds` when the claimed-better row is better by more than the combined standard error sqrt(se_a^2 + se_b^2),
 `contradicted` when the other row is better by more than that, `undecided` otherwise, and `n/a` when a run row has
-fewer than 2 seeds (no standard error, so no yardstick). The `real data` row is one measurement of the floor, not a
-mean over training seeds: its standard error counts as 0, and it takes part only in claims that name `real-data`.
+fewer than 2 seeds (no standard error, so no yardstick). The `real data` row is the floor (over the class orders it
+was measured for), not a mean over training runs: its standard error counts as 0, and it takes part only in claims
+that name `real-data`.
 """
 from __future__ import annotations
 
