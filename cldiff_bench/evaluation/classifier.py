@@ -336,8 +336,8 @@ def ruler_files(stream: Stream, settings, cache_dir: pathlib.Path) -> RulerFiles
     if weights.is_file() and info.is_file():
         return RulerFiles(weights, info, "local")
     raise UserError(f"no evaluation classifier for {stream.dataset!r} at these settings ({weights.stem}): none is "
-                    f"pinned for them; make one with `cldiff-bench train-evaluator --stream STREAM --profile "
-                    f"PROFILE` (the run's; results scored by it are kept apart from the published boards)")
+                    f"pinned for them; make one with `cldiff-bench train-evaluator --stream {stream.name} --profile "
+                    f"PROFILE` (this run's profile; results scored by it are kept apart from the published boards)")
 
 
 def check_ruler_at_hand(stream: Stream, settings, cache_dir: pathlib.Path) -> None:
