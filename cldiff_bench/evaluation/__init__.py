@@ -23,7 +23,7 @@ from ..errors import UserError, unknown_name
 from ..streams.base import ImageSet, Stream
 from ..io import atomic_torch_save, load_tensors, sha256_of_arrays
 from .classifier import (CLASSIFIER_ARCHS, CLASSIFIER_CODE_VERSION, EVALUATION_CLASSIFIER_SEED,
-                         check_ruler_at_hand, load_evaluation_classifier, predict_logits, ruler_record,
+                         load_evaluation_classifier, predict_logits, ruler_files, ruler_record,
                          train_evaluation_classifier)
 from .features import extract_features
 from .metrics import (KLD_EPSILON, class_histogram, fid_from_features, fid_from_statistics, fid_statistics,
@@ -139,7 +139,7 @@ class Evaluator:
     def preflight(self) -> None:
         """Check before any training that what the evaluation needs can be had: the evaluation classifier (cached,
         or its pretrained weights at hand) and the FID extractor with its weights."""
-        check_ruler_at_hand(self.stream, self.settings, self.cache_dir)
+        ruler_files(self.stream, self.settings, self.cache_dir)  # raises, before any training, if not at hand
         if self.settings.compute_fid and not self.extractor_spec.needs_classifier:
             self._extractor_and_feature()
 

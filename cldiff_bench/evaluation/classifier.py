@@ -340,11 +340,6 @@ def ruler_files(stream: Stream, settings, cache_dir: pathlib.Path) -> RulerFiles
                     f"PROFILE` (this run's profile; results scored by it are kept apart from the published boards)")
 
 
-def check_ruler_at_hand(stream: Stream, settings, cache_dir: pathlib.Path) -> None:
-    """Fail now, not after training a task: the run's ruler must be at hand (see ruler_files)."""
-    ruler_files(stream, settings, cache_dir)
-
-
 def classifier_is_cached(stream: Stream, settings, cache_dir: pathlib.Path) -> bool:
     """Whether the ruler of `settings` is at hand (pinned, or made here), so nothing has to train it."""
     try:
