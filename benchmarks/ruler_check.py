@@ -53,7 +53,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     registry = load_registry([])
     spec = registry.stream(args.stream)
-    settings = EvalSettings(**evaluation_settings(get_profile(args.profile), spec))
+    settings = EvalSettings(**evaluation_settings(get_profile(args.profile, args.stream), spec))
     if args.epochs:
         settings.classifier_epochs = args.epochs
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()

@@ -50,7 +50,7 @@ def main() -> None:
     spec = registry.stream(args.stream)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     stream = spec.build(resolve_data_root(args.data_root), args.seed, cache)
-    settings = EvalSettings(**evaluation_settings(get_profile(args.profile), spec))
+    settings = EvalSettings(**evaluation_settings(get_profile(args.profile, args.stream), spec))
     classifier, info = train_evaluation_classifier(stream, settings, cache, torch.device("cpu"))
     config = model_config(args.model, registry.model_preset(args.model), stream.image_shape[0])
     core = DiffusionCore(config, stream.image_shape, torch.device("cpu"), init_seed=args.seed)

@@ -394,7 +394,7 @@ def cmd_train_evaluator(args, registry) -> int:
     spec = registry.stream(args.stream)
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
     # Any split gives the same classifier: it trains on the data set's images in a canonical order.
-    profile = get_profile(args.profile)
+    profile = get_profile(args.profile, args.stream)
     stream = spec.build(resolve_data_root(args.data_root), 0, cache).at_size(profile.image_size)
     overrides = {"classifier_weights": args.classifier_weights} if args.classifier_weights else {}
     settings = EvalSettings(**{**evaluation_settings(profile, spec), **overrides})

@@ -74,7 +74,7 @@ class Run:
         say(f"{s.strategy} on {s.stream} ({s.budget.profile}), seed {s.seed}: {stream.num_tasks} tasks, "
             f"classes {[t.classes for t in stream.tasks]}, model {s.budget.model} "
             f"({count_parameters(context.core.model) / 1e6:.2f}M parameters), device {device_name(s.device)}")
-        note = get_profile(s.budget.profile).start_note
+        note = get_profile(s.budget.profile, s.stream).start_note
         if note:
             say(f"note: {note}")
         for k in range(position["task"], stream.num_tasks):

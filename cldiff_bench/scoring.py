@@ -53,7 +53,7 @@ def run_oracle(stream_name: str, profile_name: str, registry: Registry, out: Pat
                data_root: str | None = None, cache_dir: str | None = None, device: str = "auto",
                evaluation: dict | None = None, progress: bool = True) -> Path:
     spec = registry.stream(stream_name)
-    profile = get_profile(profile_name)
+    profile = get_profile(profile_name, stream_name)
     device_ = resolve_device(device)
     cache = check_writable_dir(Path(cache_dir) if cache_dir else default_cache_dir(), "the cache directory")
     check_writable_dir(out, "--out")
@@ -107,7 +107,7 @@ def score_model(model_path: str, stream_name: str, task: int, profile_name: str,
     profile's. Drawn with the model's prediction type, with `sampler` (default: the one its file names, else DDIM)
     and at the steps its file names (a distilled model's) unless evaluation's fid_steps says otherwise."""
     spec = registry.stream(stream_name)
-    profile = get_profile(profile_name)
+    profile = get_profile(profile_name, stream_name)
     device_ = resolve_device(device)
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     sampling = model_sampling(model_path)

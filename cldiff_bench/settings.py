@@ -78,6 +78,7 @@ class Budget:
     lr_schedule: str = "constant"        # constant | cosine (per task: warm-up, then cosine decay to 0)
     warmup_iterations: int = 0
     ema_decay: float | None = None       # sampling weights: an EMA of the trained ones (None: the trained ones)
+    calibrated_for: str | None = None    # the stream whose own settings of the profile these are (Profile.per_stream)
 
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
@@ -109,7 +110,10 @@ class Budget:
         return max(1, math.ceil(self.epochs * per_epoch)), per_epoch
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["calibrated_for"] is None:
+            del d["calibrated_for"]  # recorded only where set, so the configurations made before it stay
+        return d
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,7 @@ def resolve_settings(cfg: RunConfig, registry: Registry) -> RunSettings:
         raise UserError(f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
     spec = registry.stream(cfg.stream)
     strategy_cls = registry.strategy(cfg.strategy)
-    profile = get_profile(cfg.profile)
+    profile = get_profile(cfg.profile, cfg.stream)
     budget = _budget(cfg, profile, spec)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision or profile.precision, device)

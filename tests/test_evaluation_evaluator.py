@@ -249,3 +249,21 @@ def test_runs_of_every_seed_share_one_evaluation_classifier(tmp_path):
     assert torch.equal(held0.images, held1.images) and torch.equal(train0.labels, train1.labels)
     assert len(held0) + len(train0) == len(canonical_train_set(streams[0]))
     assert abs(len(held0) / (len(held0) + len(train0)) - 1 / 6) < 0.01
+
+
+@pytest.mark.parametrize("once", [False, True])
+def test_solver_replay_is_drawn_every_epoch_or_once_per_task(stream, once):
+    from cldiff_bench.evaluation.solver import Solver
+    settings = EvalSettings(**{**SETTINGS, "solver_epochs": 3, "solver_max_images": 40, "solver_replay_once": once})
+    solver = Solver(NUM_CLASSES, 0, torch.device("cpu"), settings)
+    drawn = []
+
+    def previous_model(seeds):
+        drawn.append(list(seeds))
+        return model_after(stream, 0)(seeds)
+
+    solver.train_task(stream, 0, "replay", None, progress=False)
+    record = solver.train_task(stream, 1, "replay", previous_model, progress=False)
+    # one replay image per real image and epoch, or one per real image for the whole task; as many solver steps
+    assert sum(len(d) for d in drawn) == record["solver_replay_images"] == (40 if once else 120)
+    assert record["solver_steps"] == 3 * math.ceil(40 / 16)

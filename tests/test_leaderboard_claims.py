@@ -1,13 +1,15 @@
 """Findings: claims files are validated, and every verdict follows from the result files' numbers."""
 import math
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from cldiff_bench.cli import main
 from cldiff_bench.errors import UserError
 from cldiff_bench.leaderboard import (DEFAULT_CLAIMS, build_tables, check_claims, load_claims, load_results,
                                       parse_cell, parse_markdown_table)
-from cldiff_bench.leaderboard.claims import verdict
+from cldiff_bench.leaderboard.claims import Sample, verdict
 from cldiff_bench.leaderboard.render import FINDINGS_HEADING
 
 from .test_leaderboard import make_result, write
@@ -38,7 +40,7 @@ def judged(results_dir, claims_text, tmp_path):
     return {(c.metric, c.better, c.worse): c for c in findings.comparisons}, findings
 
 
-def test_verdicts_from_means_and_combined_standard_error(results_dir, tmp_path):
+def test_verdicts_from_the_result_files_numbers(results_dir, tmp_path):
     got, _ = judged(results_dir, """
 [[claim]]
 metric = "fid"
@@ -63,7 +65,7 @@ order = ["a", "b"]
     assert ab.better_value[0] == pytest.approx(12.0) and ab.worse_value[0] == pytest.approx(22.0)
     assert got[("fid", "b", "a")].verdict == "contradicted"
     assert got[("fid", "b", "a")].advantage == pytest.approx(-10.0)
-    # c is worse than a by 1, less than the combined s.e. (~1.19): not decided either way
+    # c is worse than a by 1, less than the combined s.e. (~1.19): not decided either way (p about 0.8)
     assert got[("fid", "c", "a")].verdict == "undecided"
     assert got[("fid", "a", "d")].verdict == "n/a" and got[("fid", "a", "d")].combined_se is None
     # higher is better for accuracy: a (0.88) above b (0.78) holds
@@ -71,11 +73,35 @@ order = ["a", "b"]
     assert got[("accuracy", "a", "b")].advantage == pytest.approx(0.10)
 
 
-def test_verdict_needs_more_than_the_combined_standard_error():
-    assert verdict(True, (10.0, 3.0), (15.0, 4.0)) == (5.0, 5.0, "undecided")  # exactly one combined s.e.
-    assert verdict(True, (10.0, 3.0), (15.01, 4.0))[2] == "holds"
-    assert verdict(False, (10.0, 3.0), (15.01, 4.0))[2] == "contradicted"
-    assert verdict(True, (10.0, None), (50.0, 1.0))[2] == "n/a"
+def sample(values) -> Sample:
+    values = np.asarray(values, dtype=float)
+    return Sample(values.mean(), values.std(ddof=1) / math.sqrt(len(values)), len(values))
+
+
+def test_verdict_is_a_one_sided_welch_test_on_the_seeds():
+    better, worse = [10.0, 12.0, 15.0], [13.0, 17.0, 24.0, 20.0]
+    advantage, se, t, df, p, word = verdict(True, sample(better), sample(worse))
+    reference = stats.ttest_ind(better, worse, equal_var=False, alternative="less")
+    assert advantage == pytest.approx(np.mean(worse) - np.mean(better))
+    assert t == pytest.approx(-reference.statistic) and p == pytest.approx(reference.pvalue)
+    assert df == pytest.approx(reference.df) and p < 0.05 and word == "holds"
+    # higher is better: the same numbers claimed the other way round are contradicted, with p = 1 - p
+    assert verdict(False, sample(better), sample(worse))[4:] == (pytest.approx(1 - p), "contradicted")
+
+
+def test_one_standard_error_does_not_decide_with_three_seeds():
+    # the old rule's threshold: a lead of just over one combined s.e.; at 2 to 4 degrees of freedom p is about 0.19
+    _, se, _, _, p, word = verdict(True, Sample(10.0, 3.0, 3), Sample(15.01, 4.0, 3))
+    assert se == pytest.approx(5.0) and 0.15 < p < 0.25 and word == "undecided"
+    assert verdict(True, Sample(10.0, None, 1), Sample(50.0, 1.0, 3))[-1] == "n/a"
+
+
+def test_the_real_data_floor_is_a_one_sample_test():
+    runs = [0.9, 1.3, 1.1]
+    floor = Sample(0.6, 0.0, 3)
+    _, _, _, df, p, word = verdict(True, floor, sample(runs))
+    reference = stats.ttest_1samp(runs, 0.6, alternative="greater")
+    assert df == pytest.approx(2) and p == pytest.approx(reference.pvalue) and word == "holds"
 
 
 def test_each_adjacent_pair_is_judged_once_and_missing_rows_are_listed_untested(results_dir, tmp_path):

@@ -82,8 +82,9 @@ def test_latex_round_trip(results_dir, tmp_path):
     assert kld_mean == pytest.approx(1.2e-4) and kld_se == pytest.approx(1.2e-5)
     assert rows["gd"][r"Time $\times$ naive"] == "1.50"
     assert f_header[2] == "Claim"
-    verdicts = {r[2]: r[5] for r in f_body}
-    assert verdicts == {r"FID: gd $<$ naive": "holds", r"Accuracy: naive $>$ gd": "contradicted"}
+    verdicts = {r[2]: (r[5], r[6]) for r in f_body}
+    assert verdicts == {r"FID: gd $<$ naive": (r"$<$ 0.001", "holds"),
+                        r"Accuracy: naive $>$ gd": (r"$>$ 0.999", "contradicted")}
 
 
 def test_latex_cells_escape_and_parse():

@@ -108,3 +108,32 @@ def test_cifar_flips_reach_the_training_batches(tmp_path):
     kept = [torch.equal(f, p) for f, p in zip(flipped, plain)]
     assert all(m or k for m, k in zip(mirrored, kept))
     assert 0 < sum(mirrored) < len(mirrored)
+
+
+def test_the_cpu_profile_is_calibrated_per_stream_and_says_so_only_where_it_differs():
+    cifar, cifar_eval = _resolved("cpu")
+    assert cifar.budget.model == "small-p2" and cifar.budget.image_size is None  # 32 x 32, the pinned ruler's size
+    assert cifar.budget.to_dict()["calibrated_for"] == "cifar10-5"
+    assert cifar_eval["solver_max_images"] == 1500 and cifar_eval["solver_replay_once"] is True
+    fmnist, fmnist_eval = _resolved("cpu", "fmnist-5")
+    assert fmnist.budget.model == "small" and fmnist.budget.image_size == 16
+    # the board's configurations (and hashes) are those it was published with: no new key where nothing differs
+    assert "calibrated_for" not in fmnist.budget.to_dict() and fmnist_eval["solver_max_images"] == 3000
+    assert get_profile("cpu", "cifar10-5").per_stream == {} and get_profile("cpu").per_stream
+
+
+def test_a_patch_unet_draws_every_pixel_at_the_cost_of_a_half_size_image():
+    from cldiff_bench.diffusion.unet import UNet, count_parameters
+    patched = UNet(model_config("small-p2", MODEL_PRESETS["small-p2"], 3))
+    plain = UNet(model_config("small", MODEL_PRESETS["small"], 3))
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    out = patched(x, torch.tensor([10, 500]))
+    assert out.shape == x.shape
+    # each output pixel of a 2 x 2 patch has weights of its own: one pixel's output answers to the whole image,
+    # and the four pixels of a patch are not copies of each other
+    out[0, :, 5, 7].sum().backward()
+    assert x.grad[0].abs().sum() > 0 and x.grad[1].abs().sum() == 0
+    assert not torch.allclose(out[0, :, 4, 6], out[0, :, 5, 7])
+    # only the first and last convolutions grow (12 channels in and out instead of 3)
+    assert count_parameters(patched) - count_parameters(plain) == 9 * 9 * 16 + 9 * 16 * 9 + 9
+    assert "patch_size" not in plain.config.to_dict() and patched.config.to_dict()["patch_size"] == 2

@@ -142,7 +142,7 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
     if bad_steps:
         raise UserError(f"--eval-steps must be whole numbers >= 1, got {bad_steps[0]}")
     spec = registry.stream(req.stream)
-    profile = get_profile(req.profile)
+    profile = get_profile(req.profile, req.stream)
     device = resolve_device(req.device)
     if req.threads:
         torch.set_num_threads(req.threads)

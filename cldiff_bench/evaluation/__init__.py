@@ -60,6 +60,9 @@ class EvalSettings:
     solver_epochs: int = 1                 # the replay-trained classifier ("solver") per task
     solver_batch_size: int = 64            # real images per batch (as many replayed ones are added)
     solver_max_images: int | None = None   # cap on the solver's training images per task and epoch (None: all)
+    # Draw the solver's replay once per task and show it in every epoch, instead of fresh every epoch: a CPU
+    # budget's choice where the draw at the study's sampling steps costs more than the solver's training.
+    solver_replay_once: bool = False
     solver_lr: float = 1e-3
     kd_temperature: float = 2.0
     kd_direction: str = "standard"         # "standard": -sum p_teacher log p_student; "original-reversed": the reverse

@@ -94,7 +94,7 @@ class Solver:
                 keyed_global_rng(self.device, self.seed, k, _PURPOSE_DROPOUT):
             for epoch in range(int(s.solver_epochs)):
                 order = torch.randperm(len(data), generator=generator(self.seed, k, _PURPOSE_SHUFFLE, epoch))[:n]
-                if replay:
+                if replay and (epoch == 0 or not s.solver_replay_once):
                     # One replay image per real image, generated for the whole epoch up front (each used once).
                     seeds = derive_seeds(n, self.seed, k, _PURPOSE_REPLAY, epoch)
                     replay_u8 = generate_images(generate_previous, seeds, int(s.batch_size), stream.image_shape,
@@ -121,7 +121,7 @@ class Solver:
         self.model.eval()
         self.tasks_trained = k + 1
         return {"solver_steps": steps, "solver_final_loss": losses[-1] if losses else float("nan"),
-                "solver_replay_images": n * int(s.solver_epochs) if replay else 0}
+                "solver_replay_images": (n if s.solver_replay_once else n * int(s.solver_epochs)) if replay else 0}
 
     def accuracy(self, images_u8: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
         return accuracy(self.model, images_u8, labels, batch_size, self.device)

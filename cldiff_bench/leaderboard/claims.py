@@ -7,12 +7,15 @@
     profile = "paper"                    # optional: only tables of this profile
     source = "Masip et al. 2024, Table 1"  # optional free text
 
-Each pair is judged in every table that has both rows and the metric, from the rows' means and standard errors:
-`holds` when the claimed-better row is better by more than the combined standard error sqrt(se_a^2 + se_b^2),
-`contradicted` when the other row is better by more than that, `undecided` otherwise, and `n/a` when a run row has
-fewer than 2 seeds (no standard error, so no yardstick). The `real data` row is the floor (over the class orders it
-was measured for), not a mean over training runs: its standard error counts as 0, and it takes part only in claims
-that name `real-data`.
+Each pair is judged in every table that has both rows and the metric, by a one-sided Welch t-test on the rows'
+seeds (means, standard errors and seed counts): t = advantage / sqrt(se_a^2 + se_b^2) with the Welch-Satterthwaite
+degrees of freedom, p = the chance of an advantage at least this large were the claimed-better row no better.
+`holds` when p < ALPHA, `contradicted` when p > 1 - ALPHA (the other row is better at the same level), `undecided`
+otherwise, and `n/a` when a run row has fewer than 2 seeds (no spread to test against). A t-test rather than a
+bootstrap interval: with 3 seeds a row has 10 distinct resamples, and the bootstrap's intervals are too narrow
+there, where the t distribution's heavy tails at 2 to 4 degrees of freedom carry exactly that uncertainty. The
+`real data` row is the floor (over the class orders it was measured for), not a mean over training runs: its
+standard error counts as 0 (the test is then one-sample), and it takes part only in claims that name `real-data`.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ DEFAULT_CLAIMS = Path(__file__).with_name("study_claims.toml")
 DEFAULT_CLAIMS_NAME = "the suite's study claims (`cldiff_bench/leaderboard/study_claims.toml`)"
 CLAIM_KEYS = ("metric", "order", "stream", "profile", "source")
 VERDICTS = ("holds", "contradicted", "undecided", "n/a")
+ALPHA = 0.05  # the one-sided test's level
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,9 @@ class Comparison:
     worse_n: int
     advantage: float               # how much better the claimed-better row is (negative: it is worse)
     combined_se: float | None
+    t: float | None                # Welch's t of the advantage
+    df: float | None               # its Welch-Satterthwaite degrees of freedom
+    p_value: float | None          # one-sided: the chance of this advantage were the claimed-better row no better
     verdict: str
     source: str | None
     better_oracle: bool = False    # the real-data row (shown with no s.e.)
@@ -133,24 +140,46 @@ class Findings:
         return {v: sum(c.verdict == v for c in self.comparisons) for v in VERDICTS}
 
 
-def _yardstick_se(row: Row, metric: str) -> float | None:
+@dataclass(frozen=True)
+class Sample:
+    """A row's final value of one metric as the test sees it: mean, standard error (0 for the real-data floor)
+    and the number of seeds it is over (None: no spread to test against)."""
+    mean: float
+    se: float | None
+    n: int
+
+
+def _sample(row: Row, metric: str) -> Sample:
+    mean, se = row.final[metric]
     if row.oracle:
-        return 0.0
-    return row.final[metric][1] if len(row.seeds) >= 2 else None
+        return Sample(mean, 0.0, len(row.seeds))
+    return Sample(mean, se if len(row.seeds) >= 2 else None, len(row.seeds))
 
 
-def verdict(lower_is_better: bool, better: tuple[float, float | None], worse: tuple[float, float | None]
-            ) -> tuple[float, float | None, str]:
-    """(advantage of the claimed-better row, combined s.e., verdict) from two (mean, se) pairs."""
-    advantage = (worse[0] - better[0]) if lower_is_better else (better[0] - worse[0])
-    if better[1] is None or worse[1] is None:
-        return advantage, None, "n/a"
-    se = math.hypot(better[1], worse[1])
-    if advantage > se:
-        return advantage, se, "holds"
-    if -advantage > se:
-        return advantage, se, "contradicted"
-    return advantage, se, "undecided"
+def welch(advantage: float, a: Sample, b: Sample) -> tuple[float, float, float, float]:
+    """(combined s.e., t, degrees of freedom, one-sided p) of `advantage` between samples a and b."""
+    from scipy.special import stdtr  # the t distribution's CDF; scipy.stats would add half a second to `leaderboard`
+
+    variance = a.se ** 2 + b.se ** 2
+    se = math.sqrt(variance)
+    if variance == 0.0:  # no spread on either side: the sign decides
+        return 0.0, math.copysign(math.inf, advantage) if advantage else 0.0, math.inf, (
+            0.0 if advantage > 0 else 1.0 if advantage < 0 else 0.5)
+    # A floor's term is 0: its s.e. is 0 by definition, not measured over seeds.
+    df = variance ** 2 / sum(x.se ** 4 / (x.n - 1) for x in (a, b) if x.se)
+    t = advantage / se
+    return se, t, df, float(stdtr(df, -t))
+
+
+def verdict(lower_is_better: bool, better: Sample, worse: Sample
+            ) -> tuple[float, float | None, float | None, float | None, float | None, str]:
+    """(advantage of the claimed-better row, combined s.e., t, df, one-sided p, verdict)."""
+    advantage = (worse.mean - better.mean) if lower_is_better else (better.mean - worse.mean)
+    if better.se is None or worse.se is None:
+        return advantage, None, None, None, None, "n/a"
+    se, t, df, p = welch(advantage, better, worse)
+    word = "holds" if p < ALPHA else "contradicted" if p > 1 - ALPHA else "undecided"
+    return advantage, se, t, df, p, word
 
 
 def check_claims(tables: list[Table], claims: list[Claim], source: str) -> Findings:
@@ -170,13 +199,10 @@ def check_claims(tables: list[Table], claims: list[Claim], source: str) -> Findi
                 if key in seen:  # the same comparison stated by two claims is shown once, under the first
                     continue
                 seen.add(key)
-                va = (ra.final[claim.metric][0], _yardstick_se(ra, claim.metric))
-                vb = (rb.final[claim.metric][0], _yardstick_se(rb, claim.metric))
-                advantage, se, word = verdict(METRICS[claim.metric], va, vb)
+                judged_values = verdict(METRICS[claim.metric], _sample(ra, claim.metric), _sample(rb, claim.metric))
                 comparisons.append(Comparison(table.stream, table.profile, claim.metric, a, b,
                                               ra.final[claim.metric], rb.final[claim.metric], len(ra.seeds),
-                                              len(rb.seeds), advantage, se, word, claim.source, ra.oracle,
-                                              rb.oracle))
+                                              len(rb.seeds), *judged_values, claim.source, ra.oracle, rb.oracle))
             if not judged:
                 where = " on " + " / ".join(x for x in (claim.stream, claim.profile) if x) if (
                     claim.stream or claim.profile) else ""

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..io import atomic_write_bytes
 from .aggregate import METRICS, NAMES, Table
 from .claims import Findings, pair_text
-from .render import best_values, relative_time, render, settings_phrase
+from .render import best_values, relative_time, render, settings_phrase, test_text
 
 FORMATS = ("markdown", "csv", "latex")
 LEADERBOARD_CSV, FINDINGS_CSV, LEADERBOARD_TEX = "leaderboard.csv", "findings.csv", "leaderboard.tex"
@@ -54,10 +54,12 @@ def leaderboard_csv(tables: list[Table]) -> bytes:
 
 def findings_csv(findings: Findings) -> bytes:
     header = ["stream", "profile", "metric", "claim", "better", "worse", "better_mean", "better_se", "better_n",
-              "worse_mean", "worse_se", "worse_n", "advantage", "combined_se", "verdict", "source"]
+              "worse_mean", "worse_se", "worse_n", "advantage", "combined_se", "t", "df", "p_one_sided", "verdict",
+              "source"]
     rows = [[c.stream, c.profile, c.metric, c.text, c.better, c.worse, _num(c.better_value[0]),
              _num(c.better_value[1]), c.better_n, _num(c.worse_value[0]), _num(c.worse_value[1]), c.worse_n,
-             _num(c.advantage), _num(c.combined_se), c.verdict, c.source or ""] for c in findings.comparisons]
+             _num(c.advantage), _num(c.combined_se), _num(c.t), _num(c.df), _num(c.p_value), c.verdict,
+             c.source or ""] for c in findings.comparisons]
     return _csv_bytes(header, rows)
 
 
@@ -130,15 +132,15 @@ def table_latex(table: Table) -> list[str]:
 def findings_latex(findings: Findings) -> list[str]:
     rows = [[tex_escape(c.stream), tex_escape(c.profile), tex_escape(pair_text(c.metric, c.better, c.worse)),
              tex_cell(*c.better_value, oracle=c.better_oracle), tex_cell(*c.worse_value, oracle=c.worse_oracle),
-             c.verdict, tex_escape(c.source or "")]
+             tex_escape(test_text(c)[1]), c.verdict, tex_escape(c.source or "")]
             for c in findings.comparisons]
-    caption = ("Findings: each adjacent pair of a claim, \\emph{holds} when the claimed-better row is better by more "
-               "than the combined standard error, \\emph{contradicted} when the other row is, \\emph{undecided} "
-               "otherwise, n/a with fewer than 2 seeds. Claims from " + tex_escape(findings.source.replace("`", ""))
+    caption = ("Findings: each adjacent pair of a claim, by a one-sided Welch t-test over the seeds: \\emph{holds} "
+               "when $p < 0.05$, \\emph{contradicted} when $p > 0.95$, \\emph{undecided} otherwise, n/a with "
+               "fewer than 2 seeds. Claims from " + tex_escape(findings.source.replace("`", ""))
                + ".")
     return [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{caption}}}", r"\label{tab:cldiff-findings}",
-            *_tabular("lllrrll", ["Stream", "Profile", "Claim", "Claimed better", "Claimed worse", "Verdict",
-                                  "Source"], [rows]), r"\end{table}"]
+            *_tabular("lllrrrll", ["Stream", "Profile", "Claim", "Claimed better", "Claimed worse", "$p$",
+                                   "Verdict", "Source"], [rows]), r"\end{table}"]
 
 
 def leaderboard_latex(tables: list[Table], findings: Findings | None, command: str | None = None) -> bytes:

@@ -100,25 +100,38 @@ def table_markdown(table: Table) -> str:
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
 
 
+def p_text(p: float) -> str:
+    return "< 0.001" if p < 0.001 else "> 0.999" if p > 0.999 else f"{p:.3f}"
+
+
+def test_text(c) -> tuple[str, str]:
+    """Welch's t with its degrees of freedom, and the one-sided p, as the Findings show them."""
+    if c.p_value is None:
+        return "n/a", "n/a"
+    return f"{c.t:.2f} ({c.df:.1f})", p_text(c.p_value)
+
+
 def findings_markdown(findings: Findings, table: Table) -> str | None:
     comparisons = findings.for_table(table)
     if not comparisons:
         return None
     body = [[c.text, format_cell(*c.better_value, best=False, oracle=c.better_oracle),
-             format_cell(*c.worse_value, best=False, oracle=c.worse_oracle),
-             f"{c.advantage:.3g}", f"{c.combined_se:.2g}" if c.combined_se is not None else "n/a",
+             format_cell(*c.worse_value, best=False, oracle=c.worse_oracle), f"{c.advantage:.3g}", *test_text(c),
              f"**{c.verdict}**" if c.verdict == "contradicted" else c.verdict, (c.source or "").replace("|", "\\|")]
             for c in comparisons]
-    return tabulate(body, headers=["claim", "claimed better", "claimed worse", "advantage", "combined s.e.",
-                                   "verdict", "source"], tablefmt="github", disable_numparse=True)
+    return tabulate(body, headers=["claim", "claimed better", "claimed worse", "advantage", "t (df)",
+                                   "p, one-sided", "verdict", "source"], tablefmt="github", disable_numparse=True)
 
 
 FINDINGS_HEADING = "### Findings"
 FINDINGS_INTRO = (
-    "Each adjacent pair of a claim, judged from the table above: `holds` when the claimed-better row is better by "
-    "more than the combined standard error sqrt(se_a² + se_b²) (the advantage column, in the metric's units, "
-    "positive in the claim's direction), `contradicted` when the other row is better by more than that, "
-    "`undecided` in between, `n/a` when a row has fewer than 2 seeds. The real-data row's s.e. counts as 0.")
+    "Each adjacent pair of a claim, judged from the table above by a one-sided Welch t-test over the seeds: the "
+    "advantage is the claimed-better row's lead in the metric's units (positive in the claim's direction), t its "
+    "ratio to the combined standard error sqrt(se_a² + se_b²) with Welch-Satterthwaite degrees of freedom, p the "
+    "chance of a lead at least this large were the claimed-better row no better. `holds` when p < 0.05, "
+    "`contradicted` when p > 0.95 (the other row is better at the same level), `undecided` in between, `n/a` when a "
+    "row has fewer than 2 seeds. The real-data row's s.e. counts as 0 (a one-sample test). An undecided claim needs "
+    "more seeds, not a looser rule.")
 
 
 def parse_markdown_table(markdown: str, after: str | None = None) -> list[dict[str, str]]:
