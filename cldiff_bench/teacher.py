@@ -37,8 +37,9 @@ TEACHER_ACCEL = Option("none", "distil the teacher down to teacher_steps before 
 # task-0 model (seed 0), 2-step FID 26 against plain DDIM's 42, in 132 s on one thread. Longer chains lose it: from
 # 16 down to 2 the student's FID was 42-44 at every step count, the error made where the epsilon teacher's first
 # steps (alpha_bar = 0 at t = 999) are turned into a v student's.
-TEACHER_ACCEL_FROM = Option(4, "teacher_accel: the teacher's steps its first round starts from (a power of two "
-                            "above teacher_steps)", minimum=1, omit_default=True)
+TEACHER_ACCEL_FROM = Option(4, "teacher_accel: the teacher's steps its first round starts from (teacher_steps "
+                            "times a power of two; 20 on CIFAR-10, one round to its 10)", per_stream={"cifar10-5": 20},
+                            minimum=1, omit_default=True)
 TEACHER_ACCEL_UPDATES = Option(600, "teacher_accel: updates per round (batch: the run's batch size)", minimum=1,
                                omit_default=True)
 TEACHER_ACCEL_CONVERT = Option(0, "teacher_accel: updates of a conversion round of its own, turning the epsilon "

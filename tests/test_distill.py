@@ -164,9 +164,9 @@ def distill_args(model, out, *extra):
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--target-steps", "3"], "--target-steps must be a power of two"),
+    (["--target-steps", "3"], "--from-steps must be --target-steps (3) times a power of two"),
     (["--target-steps", "128", "--from-steps", "64"], "must be smaller than the teacher's steps"),
-    (["--from-steps", "24"], "--from-steps must be a power of two"),
+    (["--from-steps", "24"], "--from-steps must be --target-steps (1) times a power of two"),
     (["--method", "nope"], "unknown distillation method 'nope'"),
     (["--learning-rate", "-1"], "--learning-rate must be positive"),
 ])
@@ -363,3 +363,18 @@ def test_distill_scores_are_what_score_says_of_its_model_and_of_plain_ddim(tmp_p
     assert main(["score", str(out / "model.pt"), "--stream", "digits-5", "--task", "0", "--profile", "cpu",
                  "--sampler", "nope"]) == 2
     assert "unknown sampler 'nope'" in capsys.readouterr().err
+
+
+def test_halving_reaches_cifar10s_ten_teacher_steps_from_twenty():
+    from cldiff_bench.diffusion.ddim import trailing_timesteps
+    from cldiff_bench.distill import halving_rounds
+    assert [(r.teacher_steps, r.student_steps) for r in halving_rounds(40, 10)] == [(40, 20), (20, 10)]
+    # a round's student steps land on every other point of its teacher's grid, for any even count
+    for steps in (20, 12, 6):
+        assert trailing_timesteps(steps // 2) == trailing_timesteps(steps)[::2]
+    for bad in ((30, 10), (10, 10), (24, 0)):
+        with pytest.raises(UserError):
+            halving_rounds(*bad)
+    from cldiff_bench.registry import load_registry
+    assert load_registry().strategy("gd").resolve_options("cifar10-5", {"teacher_accel": "pd"})[
+        "teacher_accel_from"] == 20
