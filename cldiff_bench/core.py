@@ -220,16 +220,18 @@ class DiffusionCore:
         counted as teacher NFEs. Call it under `autocast()`: with bf16 precision its weights are bfloat16."""
         return self.frozen_copy(state_dict, role="teacher")
 
-    def frozen_copy(self, state_dict: dict | None = None, role: str = "teacher",
+    def frozen_copy(self, state_dict: dict | None = None, role: str | None = "teacher",
                     config: UNetConfig | None = None) -> nn.Module:
         """The sampling weights (or `state_dict`) frozen for sampling, in the inference memory format and weight
-        precision; its forwards are counted as `role` (as evaluation NFEs inside the evaluation phase). `config`:
-        of another model than the core's own of the same architecture (a distilled teacher's prediction type)."""
+        precision; its forwards are counted as `role` (as evaluation NFEs inside the evaluation phase; None: not
+        counted). `config`: of another model than the core's own of the same architecture (a distilled teacher's
+        prediction type)."""
         copy = UNet(config or self.config).to(self.device)
         copy.load_state_dict(state_dict if state_dict is not None else self.sampling_state_dict())
         copy.eval().requires_grad_(False)
         self._prepare(copy, training=False)
-        self.meter.watch(copy, role)
+        if role is not None:
+            self.meter.watch(copy, role)
         return copy
 
     @torch.no_grad()

@@ -26,6 +26,7 @@ from .diffusion.unet import count_parameters
 from .errors import UserError
 from .io import atomic_write_json, read_json
 from .profiles import get_profile
+from .start_line import start_line
 from .registry import Registry
 from .results import build_result, metric_matrix, result_path
 from .runclaim import RunClaim, claim_holder, claim_path, describe_holder, held_for_us
@@ -74,6 +75,7 @@ class Run:
         say(f"{s.strategy} on {s.stream} ({s.budget.profile}), seed {s.seed}: {stream.num_tasks} tasks, "
             f"classes {[t.classes for t in stream.tasks]}, model {s.budget.model} "
             f"({count_parameters(context.core.model) / 1e6:.2f}M parameters), device {device_name(s.device)}")
+        say(start_line(s, context, position["task"]))
         note = get_profile(s.budget.profile, s.stream).start_note
         if note:
             say(f"note: {note}")

@@ -129,6 +129,12 @@ class Strategy:
         self.option_values = dict(options or {})
         self.task = 0
 
+    @classmethod
+    def iteration_images(cls, options: dict[str, Any], k: int, batch_size: int) -> tuple[int, int]:
+        """(images the student trains on, image forwards of frozen models) in one iteration of task k: what a run's
+        start-up time estimate counts. A strategy that draws more than its batch should say so here."""
+        return batch_size, 0
+
     # --- options -------------------------------------------------------------------------------------------------
     @classmethod
     def resolve_options(cls, stream_name: str, overrides: dict[str, Any],

@@ -64,6 +64,18 @@ def loss_weights(k: int, lam: float) -> tuple[float, float]:
 
 class TeacherStrategy(Strategy):
     """Base of the strategies that learn from a frozen copy of the model as it was after the previous task."""
+    # What one iteration from task 1 on costs beside the real batch (iteration_images): replayed inputs the student
+    # also trains on, the teacher's samples drawn for them, the teacher's prediction as their target.
+    extra_inputs: bool = True
+    draws_teacher_samples: bool = False
+    teacher_target: bool = True
+
+    @classmethod
+    def iteration_images(cls, options, k, batch_size):
+        if k == 0:
+            return batch_size, 0
+        teacher = batch_size * ((options["teacher_steps"] if cls.draws_teacher_samples else 0) + cls.teacher_target)
+        return batch_size * (1 + cls.extra_inputs), teacher
 
     def __init__(self, core, options=None):
         super().__init__(core, options)

@@ -10,6 +10,7 @@ class GenerativeDistillation(GenerativeReplay):
     """Exactly `gr` but for the target of the replayed inputs (and the study's lambda)."""
     name = "gd"
     description = "generative distillation: teacher samples as inputs, the teacher's noise prediction as target"
+    teacher_target = True
     options = {**GenerativeReplay.options, "lambda": Option(0.75, LAMBDA_HELP, minimum=0.0)}
 
     def replay_target(self, x_r, t_r, noise_r):

@@ -6,6 +6,8 @@ from cldiff_bench.strategy import Option
 class GenerativeReplay(TeacherStrategy):
     name = "gr"
     description = "generative replay: teacher samples as inputs, the added noise as target"
+    draws_teacher_samples = True
+    teacher_target = False  # the sampled noise is the target
     options = {"lambda": Option(1.0, LAMBDA_HELP, minimum=0.0), "teacher_steps": TEACHER_STEPS,
                "teacher_eta": TEACHER_ETA, **TEACHER_ACCEL_OPTIONS}
 

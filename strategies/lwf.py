@@ -6,6 +6,7 @@ from cldiff_bench.strategy import Option
 class LearningWithoutForgetting(TeacherStrategy):
     name = "lwf"
     description = "LwF distillation: the teacher's prediction on the current noisy batch as extra target"
+    extra_inputs = False  # distils on the real batch itself
     options = {"lambda": Option(1.25, LAMBDA_HELP, minimum=0.0)}
 
     def replay_inputs(self, batch, x_t, t):

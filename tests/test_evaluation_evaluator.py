@@ -267,3 +267,30 @@ def test_solver_replay_is_drawn_every_epoch_or_once_per_task(stream, once):
     # one replay image per real image and epoch, or one per real image for the whole task; as many solver steps
     assert sum(len(d) for d in drawn) == record["solver_replay_images"] == (40 if once else 120)
     assert record["solver_steps"] == 3 * math.ceil(40 / 16)
+
+
+def test_study_conversion_truncates_where_the_suite_rounds():
+    from cldiff_bench.streams.base import to_uint8, to_uint8_truncated
+    x = torch.tensor([-1.0, -0.999, 0.0, 0.5, 0.999, 1.0, 1.7])
+    # (x / 2 + 0.5) * 255: 0, 0.1275, 127.5, 191.25, 254.87, 255, 255 (clamped)
+    assert to_uint8_truncated(x).tolist() == [0, 0, 127, 191, 254, 255, 255]
+    assert to_uint8(x).tolist() == [0, 0, 128, 191, 255, 255, 255]
+    noise = torch.rand(10_000) * 2 - 1
+    gap = to_uint8(noise).int() - to_uint8_truncated(noise).int()
+    assert set(gap.unique().tolist()) == {0, 1} and 0.45 < gap.float().mean() < 0.55  # half a level on average
+
+
+def test_solver_flip_mirrors_a_keyed_half_of_the_real_images(stream):
+    from cldiff_bench.evaluation.solver import Solver
+    seen = {}
+    for flip in (False, True):
+        settings = EvalSettings(**{**SETTINGS, "solver_flip": flip})
+        solver = Solver(NUM_CLASSES, 0, torch.device("cpu"), settings)
+        inputs = []
+        solver.model.register_forward_pre_hook(lambda module, args: inputs.append(args[0].clone()))
+        solver.train_task(stream, 0, "replay", None, progress=False)
+        seen[flip] = inputs[0]
+    plain, flipped = seen[False], seen[True]
+    mirrored = [torch.equal(f, p.flip(-1)) and not torch.equal(f, p) for f, p in zip(flipped, plain)]
+    kept = [torch.equal(f, p) for f, p in zip(flipped, plain)]
+    assert all(m or k for m, k in zip(mirrored, kept)) and 0 < sum(mirrored) < len(mirrored)

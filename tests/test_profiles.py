@@ -72,8 +72,13 @@ def test_paper_profile_is_the_studys_evaluation_in_float32_with_its_seeds_and_ci
     assert evaluation["solver_batch_size"] == 128 and evaluation["kd_direction"] == "original-reversed"
     assert evaluation["extractor"] == "inception" and evaluation["num_generated"] == 10000
     assert evaluation["fid_steps"] == 20 and evaluation["classifier_holdout"] == 0.1
+    # as the official code: its solver learns from the flipped experience, its FID truncates samples to 8 bits
+    assert evaluation["solver_flip"] is True and evaluation["generated_to_uint8"] == "truncate"
     fmnist, fmnist_eval = _resolved("paper", "fmnist-5")
     assert fmnist.hflip is False and fmnist_eval["fid_steps"] == 10  # the study flips CIFAR-10 only
+    assert "solver_flip" not in fmnist_eval and fmnist_eval["generated_to_uint8"] == "truncate"
+    _, cpu_eval = _resolved("cpu")
+    assert "solver_flip" not in cpu_eval and "generated_to_uint8" not in cpu_eval  # CPU profiles stay as they are
     assert abs(fmnist_eval["classifier_holdout"] - 1 / 6) < 1e-12  # its 50,000 / 10,000 split
 
 

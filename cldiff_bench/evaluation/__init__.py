@@ -28,7 +28,8 @@ from .classifier import (CLASSIFIER_ARCHS, CLASSIFIER_CODE_VERSION, EVALUATION_C
 from .features import extract_features
 from .metrics import (KLD_EPSILON, class_histogram, fid_from_features, fid_from_statistics, fid_statistics,
                       kl_divergence, total_variation)
-from .solver import KD_DIRECTIONS, KD_SCALE_T2, SOLVER_ARCHS, SOLVER_MODES, Solver, generate_images, kd_loss
+from .solver import (KD_DIRECTIONS, KD_SCALE_T2, SOLVER_ARCHS, SOLVER_MODES, UINT8_CONVERSIONS, Solver,
+                     generate_images, kd_loss)
 
 if TYPE_CHECKING:
     from ..registry.specs import ExtractorSpec
@@ -63,6 +64,10 @@ class EvalSettings:
     # Draw the solver's replay once per task and show it in every epoch, instead of fresh every epoch: a CPU
     # budget's choice where the draw at the study's sampling steps costs more than the solver's training.
     solver_replay_once: bool = False
+    solver_flip: bool = False              # random horizontal flips of the solver's real images (study: CIFAR-10)
+    # How generated images become the 8-bit images FID, KLD and ARD read: "round" (the suite's), or "truncate",
+    # the study's torchmetrics FID with normalize=True, (x * 255).byte() of images in [0, 1].
+    generated_to_uint8: str = "round"
     solver_lr: float = 1e-3
     kd_temperature: float = 2.0
     kd_direction: str = "standard"         # "standard": -sum p_teacher log p_student; "original-reversed": the reverse
@@ -81,6 +86,9 @@ class EvalSettings:
             raise unknown_name("solver architecture", self.solver_arch, SOLVER_ARCHS)
         if not 0 <= float(self.classifier_holdout) < 1:
             raise UserError(f"classifier_holdout must be in [0, 1), got {self.classifier_holdout}")
+        if self.generated_to_uint8 not in UINT8_CONVERSIONS:
+            raise unknown_name("conversion of generated images to 8 bits", self.generated_to_uint8,
+                               UINT8_CONVERSIONS)
         if self.kd_direction not in KD_DIRECTIONS:
             raise unknown_name("KD direction", self.kd_direction, KD_DIRECTIONS)
         for name in ("num_generated", "batch_size", "classifier_epochs", "solver_batch_size"):
@@ -245,7 +253,7 @@ class Evaluator:
         s = self.settings
         seeds = derive_seeds(s.num_generated, self.seed, k, _PURPOSE_FID_SAMPLES)
         fake = generate_images(generate, seeds, s.batch_size, self.stream.image_shape, self.progress,
-                               f"FID samples task {k}")
+                               f"FID samples task {k}", UINT8_CONVERSIONS[s.generated_to_uint8])
         return self.score_images(k, fake)
 
     def score_images(self, k: int, fake: torch.Tensor) -> dict:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..diffusion.seeding import derive_seed, derive_seeds, generator, keyed_global_rng
 from ..errors import unknown_name
-from ..streams.base import Stream, to_uint8
+from ..streams.base import Stream, to_uint8, to_uint8_truncated
 from .classifier import accuracy, classifier_input, predict_logits
 from .networks import build_network
 
@@ -29,10 +29,13 @@ SOLVER_ARCHS = ("small-cnn", "simple-cnn")
 # 1/(k+1) weighting against the cross-entropy means the same at any temperature.
 KD_SCALE_T2 = True
 
+# How generated images become uint8 for the metrics (EvalSettings.generated_to_uint8).
+UINT8_CONVERSIONS = {"round": to_uint8, "truncate": to_uint8_truncated}
 _PURPOSE_INIT = 0xE201
 _PURPOSE_SHUFFLE = 0xE202
 _PURPOSE_REPLAY = 0xE203
 _PURPOSE_DROPOUT = 0xE204
+_PURPOSE_FLIP = 0xE205
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
@@ -94,6 +97,10 @@ class Solver:
                 keyed_global_rng(self.device, self.seed, k, _PURPOSE_DROPOUT):
             for epoch in range(int(s.solver_epochs)):
                 order = torch.randperm(len(data), generator=generator(self.seed, k, _PURPOSE_SHUFFLE, epoch))[:n]
+                # The study's solver learns from the generator's randomly flipped experience (CIFAR-10, paper
+                # profile): which images are mirrored is keyed by (seed, task, epoch), so a resumed run agrees.
+                mirrored = (torch.rand(n, generator=generator(self.seed, k, _PURPOSE_FLIP, epoch)) < 0.5
+                            if s.solver_flip else None)
                 if replay and (epoch == 0 or not s.solver_replay_once):
                     # One replay image per real image, generated for the whole epoch up front (each used once).
                     seeds = derive_seeds(n, self.seed, k, _PURPOSE_REPLAY, epoch)
@@ -103,7 +110,11 @@ class Solver:
                 self.model.train()
                 for start in range(0, n, bs):
                     idx = order[start:start + bs]
-                    x = classifier_input(data.images[idx], self.device)
+                    images = data.images[idx]
+                    if mirrored is not None:
+                        flip = mirrored[start:start + len(idx)]
+                        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+                    x = classifier_input(images, self.device)
                     y = data.labels[idx].to(self.device)
                     if replay:
                         x = torch.cat([x, classifier_input(replay_u8[start:start + len(idx)], self.device)])
@@ -136,8 +147,10 @@ class Solver:
 
 
 def generate_images(generate: Callable[[list[int]], torch.Tensor], seeds: list[int], batch_size: int,
-                    image_shape, progress: bool = False, desc: str = "generating") -> torch.Tensor:
-    """Call `generate` on `seeds` in batches; returns uint8 images on the CPU (rounded, as `to_uint8`).
+                    image_shape, progress: bool = False, desc: str = "generating",
+                    convert: Callable[[torch.Tensor], torch.Tensor] = to_uint8) -> torch.Tensor:
+    """Call `generate` on `seeds` in batches; returns uint8 images on the CPU (rounded by `to_uint8` unless
+    `convert` says otherwise).
 
     Images are counted where they are drawn (the core's `generate`), not here, so each is counted once."""
     out = []
@@ -148,5 +161,5 @@ def generate_images(generate: Callable[[list[int]], torch.Tensor], seeds: list[i
             x = generate(chunk)
         if tuple(x.shape) != (len(chunk), *image_shape):
             raise ValueError(f"generate returned shape {tuple(x.shape)}, expected {(len(chunk), *image_shape)}")
-        out.append(to_uint8(x.detach()).cpu())
+        out.append(convert(x.detach()).cpu())
     return torch.cat(out) if out else torch.empty((0, *image_shape), dtype=torch.uint8)

@@ -21,6 +21,13 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
 
 
+def to_uint8_truncated(x: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 as the study's evaluation converts its samples: diffusers' pipeline output
+    (x / 2 + 0.5).clamp(0, 1), then torchmetrics' (x * 255).byte(), which truncates (half a level darker on
+    average than rounding)."""
+    return (x.float() / 2 + 0.5).clamp(0, 1).mul(255).to(torch.uint8)
+
+
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     """(N, C, h, w) uint8 -> (N, C, size, size) uint8, bilinear with antialiasing, rounded."""
     if images.shape[-1] == size and images.shape[-2] == size:
