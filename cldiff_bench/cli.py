@@ -332,7 +332,7 @@ def cmd_list(args, registry) -> int:
     from tabulate import tabulate
 
     from .diffusion.unet import UNet, count_parameters, model_config
-    from .profiles import PROFILE_COLUMNS, PROFILES, describe_profile, get_profile, profile_row
+    from .profiles import PROFILE_COLUMNS, PROFILES, describe_profile, get_profile, profile_rows
 
     if args.profile:
         print(describe_profile(get_profile(args.profile)))
@@ -373,7 +373,7 @@ def cmd_list(args, registry) -> int:
     print(tabulate([[n, e.obj.description, e.source] for n, e in sorted(registry.entries("distiller").items())],
                    headers=["name", "description", "from"]))
     print("\nProfiles (`cldiff-bench list --profile NAME` for the whole description)")
-    print(tabulate([profile_row(p) for p in PROFILES.values()], headers=PROFILE_COLUMNS))
+    print(tabulate(profile_rows(PROFILES.values()), headers=PROFILE_COLUMNS))
     if registry.load_errors:
         print("\nPlugins that failed to load")
         for line in registry.load_errors:

@@ -20,6 +20,9 @@ TINY_ACCELERATOR_UPDATES = 20
 CPU_EVALUATION = dict(extractor="classifier", num_generated=1000, batch_size=250, solver_epochs=2,
                       solver_max_images=3000)
 CIFAR10_CPU_ITERATIONS = 400  # per task (benchmarks/calibrate_cpu_profile.py --stream cifar10-5)
+CIFAR10_CPU_NOTE = ("at this budget CIFAR-10 models draw textures, not objects: FID and accuracy carry the "
+                    "forgetting signal, KLD and ARD mostly how the textures spread over the ruler's classes "
+                    "(docs/rulers.md); the study's CIFAR-10 experiment is --profile paper, on a GPU")
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,8 @@ PROFILES: dict[str, Profile] = {
         # that at as many solver steps (2 epochs of 1,000 left the task-0 solver at chance).
         per_stream={"cifar10-5": dict(model="small-p2", image_size=None, iterations=CIFAR10_CPU_ITERATIONS,
                                       evaluation={**CPU_EVALUATION, "solver_epochs": 4, "solver_max_images": 1500,
-                                                  "solver_replay_once": True})}),
+                                                  "solver_replay_once": True},
+                                      start_note=CIFAR10_CPU_NOTE)}),
     "small": Profile(
         "small", "CPU-sized: 1.1M-parameter U-Net, 100 iterations per task at batch 64 with learning rate 1e-3, "
         "1,000 samples for the metrics with the evaluation classifier's features; the solver sees 1,000 images "
@@ -151,10 +155,6 @@ def evaluation_settings(profile: Profile, spec: StreamSpec) -> dict:
             **solver_flip, **profile.evaluation}
 
 
-def describe(profile: Profile) -> dict:
-    return asdict(profile)
-
-
 PROFILE_COLUMNS = ["name", "image", "U-Net", "per task", "batch", "lr", "EMA", "metrics", "solver / task",
                    "accelerator"]
 
@@ -173,6 +173,17 @@ def profile_row(profile: Profile) -> list:
             profile.batch_size or "study's", lr, profile.ema_decay or "-",
             f"{ev.get('num_generated', 1000):,} {ev.get('extractor', 'classifier')}", solver,
             f"{updates} upd/round"]
+
+
+def profile_rows(profiles) -> list[list]:
+    """The profile table's rows: each profile, then each stream it is calibrated for otherwise, as `cpu @ STREAM`."""
+    rows = []
+    for profile in profiles:
+        rows.append(profile_row(profile))
+        for stream in profile.per_stream:
+            row = profile_row(profile.for_stream(stream))
+            rows.append([f"{profile.name} @ {stream}", *row[1:]])
+    return rows
 
 
 def describe_profile(profile: Profile) -> str:
