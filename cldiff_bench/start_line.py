@@ -83,15 +83,12 @@ def ruler_phrase(context) -> str:
             + (f" (test accuracy {accuracy:.3f})" if isinstance(accuracy, float) else "")).strip()
 
 
-def budget_phrase(settings, context) -> str:
+def model_and_budget(settings, context) -> str:
+    """The model and its size, then the budget as the leaderboard states it, and the profile."""
+    from .leaderboard.render import budget_phrase
     b = settings.budget
-    per_task = f"{b.iterations} iterations" if b.iterations else f"{b.epochs:g} epochs"
-    side = b.image_size or context.stream.image_shape[-1]
-    schedule = (f", lr {b.learning_rate:g} {b.lr_schedule}" + (f", EMA {b.ema_decay:g}" if b.ema_decay else ""))
-    calibrated = f", calibrated for {b.calibrated_for}" if b.calibrated_for else ""
-    return (f"{per_task} per task at batch {b.batch_size}, {b.model} "
-            f"({count_parameters(context.core.model) / 1e6:.2f}M) at {side} x {side}{schedule} "
-            f"(profile {b.profile}{calibrated})")
+    profile = "" if b.calibrated_for else f", profile {b.profile}"  # the phrase names a calibrated one itself
+    return f"{b.model} ({count_parameters(context.core.model) / 1e6:.2f}M), {budget_phrase(b.to_dict())}{profile}"
 
 
 def start_line(settings, context, from_task: int = 0) -> str:
@@ -101,7 +98,7 @@ def start_line(settings, context, from_task: int = 0) -> str:
     threads = torch.get_num_threads() if settings.device.type == "cpu" else None
     where = f"on this machine ({threads} thread{'s' if threads != 1 else ''})" if threads else "on this device"
     left = " for the tasks left" if from_task else ""
-    return (f"budget: {budget_phrase(settings, context)}; scored by {ruler_phrase(context)}; expect about "
+    return (f"budget: {model_and_budget(settings, context)}; scored by {ruler_phrase(context)}; expect about "
             f"{_duration(minutes)}{left} {where}")
 
 

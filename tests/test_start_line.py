@@ -31,5 +31,5 @@ def test_the_estimate_adds_training_replay_and_evaluation(tmp_path):
     assert sampling == teacher + metrics + solver
     assert estimated_seconds(settings, context, 1.0, 1.0, from_task=4) < training_only + sampling
     line = start_line(settings, context)
-    assert line.startswith("budget: 3 iterations per task at batch 32, tiny") and "\n" not in line
+    assert line.startswith("budget: tiny (0.28M), 3 iterations per task at batch 32") and "\n" not in line
     assert "pinned ruler" in line and "expect about" in line

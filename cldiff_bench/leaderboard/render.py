@@ -73,7 +73,9 @@ def budget_phrase(budget: dict) -> str:
         rate += f" ({budget['lr_schedule']}, {budget.get('warmup_iterations', 0)}-iteration warm-up)"
     ema = f", sampled from an EMA of the weights (decay {budget['ema_decay']:g})" if budget.get("ema_decay") else ""
     size = f", images at {budget['image_size']} x {budget['image_size']}" if budget.get("image_size") else ""
-    return f"{length} per task at batch {budget['batch_size']}{rate}{ema}{size}"
+    calibrated = (f" (the `{budget['profile']}` profile as calibrated for {budget['calibrated_for']})"
+                  if budget.get("calibrated_for") else "")
+    return f"{length} per task at batch {budget['batch_size']}{rate}{ema}{size}{calibrated}"
 
 
 def table_markdown(table: Table) -> str:
