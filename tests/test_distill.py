@@ -214,10 +214,16 @@ def test_distill_writes_a_v_model_per_round_that_records_how_it_is_sampled(tmp_p
 
 
 @pytest.mark.slow  # two subprocesses and a reference distillation
-def test_killed_distillation_resumes_to_the_same_result(tmp_path):
+@pytest.mark.parametrize("variant", [
+    [],
+    # the DSD variants: images drawn by keyed seeds instead of chains, a learning rate that moves every update
+    ["--method", "dsd-anchored", "--anchor-weight", "0.5", "--lr-schedule", "cosine", "--warmup-fraction", "0.1",
+     "--weight-decay", "5e-4"],
+], ids=["pd", "dsd-anchored-cosine"])
+def test_killed_distillation_resumes_to_the_same_result(tmp_path, variant):
     model, _ = model_file(tmp_path)
     args = ["--no-eval", "--from-steps", "4", "--target-steps", "1", "--updates", "40", "--batch-size", "8",
-            "--checkpoint-every", "2", "--threads", "1"]
+            "--checkpoint-every", "2", "--threads", "1", *variant]
     reference = tmp_path / "reference"
     assert main(distill_args(model, reference, *args)) == 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import DistillMethod, DistillOptions, Round, halving_rounds, is_power_of_two
-from .dsd import DirectSelfDistillation
+from .dsd import AnchoredSelfDistillation, DirectSelfDistillation
 from .pd import ProgressiveDistillation
 
 if TYPE_CHECKING:
@@ -19,9 +19,10 @@ if TYPE_CHECKING:
     from ..diffusion.unet import UNetConfig
 
 BUILTIN_METHODS: dict[str, type[DistillMethod]] = {m.name: m for m in (ProgressiveDistillation,
-                                                                      DirectSelfDistillation)}
+                                                                      DirectSelfDistillation,
+                                                                      AnchoredSelfDistillation)}
 
-__all__ = ["BUILTIN_METHODS", "DirectSelfDistillation", "DistillMethod", "DistillOptions",
+__all__ = ["AnchoredSelfDistillation", "BUILTIN_METHODS", "DirectSelfDistillation", "DistillMethod", "DistillOptions",
            "ProgressiveDistillation", "Round", "accelerate_teacher", "halving_rounds", "is_power_of_two"]
 
 
@@ -42,5 +43,5 @@ def accelerate_teacher(core: DiffusionCore, teacher_state: dict, teacher_config:
         engine = Distillation(core, method, options, teacher_config, model, keys)
         engine.run()
         accelerated = core.frozen_copy(model.state_dict(), role="teacher", config=engine.student_config)
-    record = {"method": method.name, "options": options.to_dict(), "rounds": engine.records}
+    record = {"method": method.name, "options": options.to_dict(method.needs_data), "rounds": engine.records}
     return accelerated, record

@@ -10,6 +10,7 @@ counted), which the cost meter is checked against (tests/test_distill.py).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -29,6 +30,9 @@ class Round:
     teacher_steps: int
     student_steps: int
     self_taught: bool = False
+    # A neighbours round (the DSD paper's DSDN): the model learns on consecutive steps of the teacher's grid, which
+    # never halves, and is sampled with this many steps afterwards. None: a halving (or conversion) round.
+    neighbours_to: int | None = None
 
     @property
     def stride(self) -> int:
@@ -40,8 +44,16 @@ class Round:
         """A round that only turns the teacher's prediction type into the student's."""
         return self.stride == 1
 
+    @property
+    def sampled_steps(self) -> int:
+        """The steps the round's model is sampled with."""
+        return self.neighbours_to or self.student_steps
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.neighbours_to is None:
+            del d["neighbours_to"]  # recorded only where set, so the records made before it stay
+        return d
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,19 @@ class DistillOptions:
     # (pd's first-round loss ~3 against ~0.005 for the later rounds), so it is the round that needs the budget.
     convert_updates: int | None = None
     convert_learning_rate: float | None = None  # None: learning_rate
+    # The optimisation within a round (each left out of the record at its default, so older configurations stay):
+    # "cosine" warms up linearly over warmup_fraction of the round's updates, then decays to final_learning_rate
+    # (the DSD paper's fine-tuning: about 1e-6 to 1e-7, 5% warm-up, weight decay 5e-4).
+    lr_schedule: str = "constant"
+    warmup_fraction: float = 0.0
+    final_learning_rate: float = 0.0
+    weight_decay: float = 0.0      # Adam's L2 penalty
+    # Methods that learn from images (needs_data): the share beta of the self-distillation term in
+    # (1 - beta) * v-loss on the images + beta * max(SNR, 1) * self term (the DSD paper's Eq. 1 form).
+    anchor_weight: float = 0.15
+    # "halving" (64 -> 32 -> ... -> the target) or "neighbours": one round on the from_steps grid whose updates
+    # train consecutive steps (the DSD paper's DSDN), its model then sampled with target_steps. Self-taught only.
+    schedule: str = "halving"
 
     def __post_init__(self):
         for name in ("target_steps", "from_steps", "updates", "batch_size", "convert_updates"):
@@ -76,10 +101,30 @@ class DistillOptions:
                 raise UserError(f"--{name.replace('_', '-')} must be positive and finite, got {value}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise UserError(f"--ema-decay must lie strictly between 0 and 1 (0 turns it off), got {self.ema_decay}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise UserError(f"--warmup-fraction must lie in [0, 1), got {self.warmup_fraction}")
+        if not 0.0 <= self.final_learning_rate <= self.learning_rate:
+            raise UserError(f"--final-learning-rate must lie in [0, --learning-rate], got {self.final_learning_rate}")
+        if not 0.0 <= self.weight_decay < float("inf"):
+            raise UserError(f"--weight-decay must be >= 0 and finite, got {self.weight_decay}")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0.0 < self.anchor_weight <= 1.0:
+            raise UserError(f"--anchor-weight must lie in (0, 1] (1: no data term), got {self.anchor_weight}")
 
-    def to_dict(self) -> dict:
-        # Unset conversion settings are left out, so the configurations (and hashes) made before they existed stay.
-        return {k: v for k, v in asdict(self).items() if not (v is None and k in OMITTED_WHEN_NONE)}
+    def to_dict(self, recorded_anchor: bool = False) -> dict:
+        """The recorded options: unset conversion settings and the defaults added since are left out, so the
+        configurations (and hashes) made before they existed stay; the anchor's weight only for a method that
+        uses it (`recorded_anchor`)."""
+        d = {k: v for k, v in asdict(self).items() if not (v is None and k in OMITTED_WHEN_NONE)}
+        for key, default in ADDED_DEFAULTS.items():
+            if d[key] == default:
+                del d[key]
+        if not recorded_anchor:
+            del d["anchor_weight"]
+        return d
 
     def updates_in(self, round_: Round) -> int:
         return self.convert_updates if round_.converts and self.convert_updates else self.updates
@@ -87,8 +132,25 @@ class DistillOptions:
     def learning_rate_in(self, round_: Round) -> float:
         return self.convert_learning_rate if round_.converts and self.convert_learning_rate else self.learning_rate
 
+    def learning_rate_at(self, round_: Round, update: int) -> float:
+        """The learning rate of `update` (0-based) of a round: constant, or warm-up then cosine decay."""
+        peak = self.learning_rate_in(round_)
+        if self.lr_schedule == "constant":
+            return peak
+        total = self.updates_in(round_)
+        warmup = int(self.warmup_fraction * total)
+        if update < warmup:
+            return peak * (update + 1) / warmup
+        progress = (update - warmup) / max(1, total - warmup)
+        final = min(self.final_learning_rate, peak)
+        return final + (peak - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
 
 OMITTED_WHEN_NONE = ("convert_updates", "convert_learning_rate")
+ADDED_DEFAULTS = {"lr_schedule": "constant", "warmup_fraction": 0.0, "final_learning_rate": 0.0, "weight_decay": 0.0,
+                  "schedule": "halving"}
+SCHEDULES = ("halving", "neighbours")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def is_power_of_two(n: int) -> bool:
@@ -120,6 +182,15 @@ def plan_rounds(method: type[DistillMethod], options: DistillOptions, teacher_pr
     """The method's rounds, with a conversion round of their own first when options.convert_updates asks for one
     and the teacher's prediction type is not the student's."""
     rounds = method.rounds(options.from_steps, options.target_steps, teacher_prediction)
+    if options.schedule == "neighbours":
+        if not method.trains_neighbours:
+            raise UserError(f"--schedule neighbours is a schedule of dsd's, not of {method.name}'s")
+        if options.from_steps % 2 or options.target_steps >= options.from_steps:
+            raise UserError(f"--schedule neighbours trains on the grid of --from-steps (even, above --target-steps "
+                            f"{options.target_steps}), got {options.from_steps}")
+        conversion = [r for r in rounds[:1] if r.converts]
+        rounds = conversion + [Round(options.from_steps, options.from_steps // 2, self_taught=True,
+                                     neighbours_to=options.target_steps)]
     if options.convert_updates and teacher_prediction != STUDENT_PREDICTION and not rounds[0].converts:
         rounds = [Round(options.from_steps, options.from_steps)] + rounds
     return rounds
@@ -131,6 +202,14 @@ class DistillMethod:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     forwards_per_update: ClassVar[int] = 0
+    # Whether its self-taught rounds learn from images (the engine's `anchor`) instead of the data-free chains.
+    needs_data: ClassVar[bool] = False
+    # Whether it can run the "neighbours" schedule (its update then trains consecutive steps of one grid).
+    trains_neighbours: ClassVar[bool] = False
+
+    @classmethod
+    def uses_data(cls, round_: Round) -> bool:
+        return cls.needs_data and round_.self_taught
 
     @classmethod
     def rounds(cls, from_steps: int, target_steps: int, teacher_prediction: str) -> list[Round]:

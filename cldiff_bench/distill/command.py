@@ -34,6 +34,19 @@ def add_distill_parser(sub) -> None:
                         "dsd in a round of --updates)")
     d.add_argument("--convert-learning-rate", type=float, default=None, metavar="LR",
                    help="the conversion round's learning rate (default: --learning-rate)")
+    d.add_argument("--schedule", choices=["halving", "neighbours"], default=None,
+                   help="dsd: halve the steps round by round (default), or one round training neighbouring steps of "
+                        "the --from-steps grid, sampled with --target-steps (the DSD paper's DSDN)")
+    d.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
+                   help="within each round: constant (default) or a linear warm-up then cosine decay")
+    d.add_argument("--warmup-fraction", type=float, default=None, metavar="F",
+                   help="cosine: the share of a round's updates that warm up (the DSD paper: 0.05)")
+    d.add_argument("--final-learning-rate", type=float, default=None, metavar="LR",
+                   help="cosine: the rate it decays to (default 0; the DSD paper: 1e-7)")
+    d.add_argument("--weight-decay", type=float, default=None, help="Adam's L2 penalty (default 0; DSD paper: 5e-4)")
+    d.add_argument("--anchor-weight", type=float, default=None, metavar="BETA",
+                   help="dsd-anchored: the self-distillation term's share beta, the v-loss on the task's images "
+                        "taking 1 - beta (default 0.15, the DSD paper's)")
     d.add_argument("--eval-steps", type=int_list_type("--eval-steps", minimum=1), default=(1, 2, 4, 8),
                    help="score at these steps, distilled and plain DDIM (default 1,2,4,8)")
     d.add_argument("--no-eval", action="store_true", help="distil only, no scores")
@@ -69,6 +82,8 @@ def cmd_distill(args, registry) -> int:
         from_steps=args.from_steps, updates=args.updates, batch_size=args.batch_size,
         learning_rate=args.learning_rate, ema_decay=args.ema_decay or None, convert_updates=args.convert_updates,
         convert_learning_rate=args.convert_learning_rate, eval_steps=args.eval_steps,
+        regime={k: getattr(args, k) for k in ("schedule", "lr_schedule", "warmup_fraction", "final_learning_rate",
+                                              "weight_decay", "anchor_weight") if getattr(args, k) is not None},
         evaluate=not args.no_eval, evaluation=evaluation, data_root=args.data_root, cache_dir=args.cache_dir,
         device=args.device, threads=args.threads, checkpoint_every=args.checkpoint_every, resume=args.resume,
         force=args.force, progress=not args.no_progress)

@@ -29,6 +29,7 @@ from .base import DistillMethod, DistillOptions, plan_rounds
 from .objective import STUDENT_PREDICTION, at, ddim_step, step_grid, student_config
 
 PURPOSE_CHAINS = 0xD157
+PURPOSE_ANCHOR = 0xD158
 GRAD_CLIP = 1.0  # as the runs' training (training.GRAD_CLIP)
 
 
@@ -38,13 +39,20 @@ class Distillation:
     inside a continual-learning run). `core` provides the schedule, the autocast and frozen teacher copies."""
 
     def __init__(self, core: DiffusionCore, method: type[DistillMethod], options: DistillOptions,
-                 teacher_config: UNetConfig, model: nn.Module, keys: tuple[int, ...] = ()):
+                 teacher_config: UNetConfig, model: nn.Module, keys: tuple[int, ...] = (),
+                 anchor: Callable[[list[int]], torch.Tensor] | None = None):
         self.core, self.method, self.options = core, method, options
         self.teacher_config = teacher_config
         self.student_config = student_config(teacher_config)
         self.rounds = plan_rounds(method, options, teacher_config.prediction)
         self.model = model
         self.keys = tuple(int(k) for k in keys)
+        # Images by seed, in [-1, 1], for the methods that learn from data (method.needs_data): the anchor.
+        if method.needs_data and anchor is None:
+            raise UserError(f"distillation method {method.name!r} learns from images, and none were given")
+        self.anchor = anchor
+        self.anchor_x0: torch.Tensor | None = None   # this update's images and the noise they were noised with
+        self.anchor_eps: torch.Tensor | None = None
         self.round_index = 0
         self.update_index = 0
         self.records: list[dict] = []
@@ -95,7 +103,8 @@ class Distillation:
             self.teacher = self.core.frozen_copy(self.model.state_dict(), role="teacher", config=config)
             self.teacher_prediction = config.prediction
         self.model.train()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.options.learning_rate_in(round_))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.options.learning_rate_at(round_, 0),
+                                          weight_decay=self.options.weight_decay)
         self.ema, self.ema_updates = None, 0
         if self.options.ema_decay is not None:
             self.ema = UNet(self.student_config).to(self.core.device)
@@ -103,7 +112,7 @@ class Distillation:
             self.ema.requires_grad_(False)
         self.loss_sum, self._losses = 0.0, []
         self._round_start = self.core.meter.snapshot()
-        if fresh:
+        if fresh and not self.method.uses_data(round_):
             self._start_chains()
 
     def _path_model(self) -> tuple[nn.Module, str]:
@@ -123,10 +132,27 @@ class Distillation:
             self.z[moving] = self.path_step(model, prediction, self.z[moving], torch.full((len(moving),), s))
         self.pos = phase
 
+    def _anchor_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images of the anchor noised at the round's student step starts, keyed by (keys, round, update): the
+        inputs of a data-anchored update, with the images and noise kept for its data term."""
+        round_, n = self.round, self.options.batch_size
+        key = (*self.keys, PURPOSE_ANCHOR, self.round_index, self.update_index)
+        self.anchor_x0 = self.anchor([derive_seed(*key, 0, b) for b in range(n)]).to(self.core.device).float()
+        self.anchor_eps = per_sample_normal([derive_seed(*key, 1, b) for b in range(n)], self.core.image_shape,
+                                            device=self.core.device)
+        generator = torch.Generator().manual_seed(derive_seed(*key, 2))
+        pos = round_.stride * torch.randint(round_.student_steps, (n,), generator=generator)
+        alpha_bar = at(self.grid[1], pos, self.anchor_x0)
+        return alpha_bar.sqrt() * self.anchor_x0 + (1 - alpha_bar).sqrt() * self.anchor_eps, pos
+
     def step(self) -> None:
         """One update: the method's loss, backward, clipping, Adam and the EMA; the chains move on."""
         round_ = self.round
-        loss, z_end = self.method.update(self, self.z, self.pos, round_)
+        from_data = self.method.uses_data(round_)
+        z, pos = self._anchor_batch() if from_data else (self.z, self.pos)
+        loss, z_end = self.method.update(self, z, pos, round_)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.options.learning_rate_at(round_, self.update_index)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
@@ -138,6 +164,8 @@ class Distillation:
             self.ema_updates += 1
         self._losses.append(loss.detach())
         self.update_index += 1
+        if from_data:
+            return
         self.z, self.pos = z_end.detach(), self.pos + round_.stride
         ended = (self.pos >= round_.teacher_steps).nonzero().squeeze(1).tolist()
         if ended:
@@ -216,8 +244,8 @@ class Distillation:
                 "teacher": self.teacher.state_dict() if active and self.teacher is not None else None,
                 "optimizer": self.optimizer.state_dict() if active else None,
                 "ema": self.ema.state_dict() if active and self.ema is not None else None,
-                "ema_updates": self.ema_updates, "z": self.z.cpu() if active else None,
-                "pos": self.pos.clone() if active else None, "loss_sum": self.loss_sum,
+                "ema_updates": self.ema_updates, "z": self.z.cpu() if active and self.z is not None else None,
+                "pos": self.pos.clone() if active and self.pos is not None else None, "loss_sum": self.loss_sum,
                 "round_start_cost": self._round_start if active else None,
                 "records_json": json.dumps(self.records)}
 
@@ -234,6 +262,7 @@ class Distillation:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.ema_updates = int(state["ema_updates"])
-        self.z, self.pos = state["z"].to(self.core.device), state["pos"].clone()
+        if state["z"] is not None:  # a data-anchored round keeps no chains
+            self.z, self.pos = state["z"].to(self.core.device), state["pos"].clone()
         self.loss_sum = float(state["loss_sum"])
         self._round_start = state["round_start_cost"]

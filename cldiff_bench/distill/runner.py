@@ -36,6 +36,7 @@ from ..results import git_revision, package_versions
 from ..rundir import config_hash
 from ..scoring import PURPOSE_SCORE
 from ..settings import recorded_evaluation, resolve_device
+from ..streams.base import to_model_range
 from ..streams.datasets import resolve_data_root
 from ..training import StopRequest
 from .base import DistillOptions, plan_rounds
@@ -69,6 +70,9 @@ class DistillRequest:
     ema_decay: float | None = 0.995  # 0 or None: hand on the trained weights themselves
     convert_updates: int | None = None  # a conversion round of its own (DistillOptions)
     convert_learning_rate: float | None = None
+    # DistillOptions' round optimisation and anchor (lr_schedule, warmup_fraction, final_learning_rate,
+    # weight_decay, anchor_weight): only those given, so the rest keep the options' defaults.
+    regime: dict = field(default_factory=dict)
     eval_steps: tuple[int, ...] = EVAL_STEPS
     evaluate: bool = True
     evaluation: dict = field(default_factory=dict)  # EvalSettings overrides (--num-generated, --extractor ...)
@@ -80,6 +84,15 @@ class DistillRequest:
     resume: bool = False
     force: bool = False
     progress: bool = True
+
+
+def task_images(stream, task: int):
+    """Images of the task's training set by seed, in the model's range [-1, 1]: a data-anchored method's anchor."""
+    images = stream.tasks[task].train.images
+
+    def anchor(seeds: list[int]) -> torch.Tensor:
+        return to_model_range(images[torch.tensor([s % len(images) for s in seeds])])
+    return anchor
 
 
 def round_model_path(steps: int) -> str:
@@ -133,7 +146,7 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
     options = DistillOptions(method=method.name, target_steps=req.target_steps, from_steps=req.from_steps,
                              updates=req.updates, batch_size=req.batch_size, learning_rate=req.learning_rate,
                              ema_decay=ema, convert_updates=req.convert_updates,
-                             convert_learning_rate=req.convert_learning_rate)
+                             convert_learning_rate=req.convert_learning_rate, **req.regime)
     if req.checkpoint_every < 0:
         raise UserError(f"--checkpoint-every must be >= 0, got {req.checkpoint_every}")
     if req.seed < 0:
@@ -165,11 +178,15 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
     if not 0 <= req.task < stream.num_tasks:
         raise UserError(f"--task must be in 0..{stream.num_tasks - 1}, got {req.task}")
 
-    resolved = {"kind": "distillation", "method": method.name, "options": options.to_dict(),
+    anchor = task_images(stream, req.task) if method.needs_data else None
+    data = (f"the self-taught rounds: task {req.task}'s {len(stream.tasks[req.task].train)} training images, "
+            f"noised at the rounds' student step starts (the anchor); a conversion round: " + DATA
+            if method.needs_data else DATA)
+    resolved = {"kind": "distillation", "method": method.name, "options": options.to_dict(method.needs_data),
                 "input_model": fingerprint(req.model), "teacher": config.to_dict(),
                 "teacher_prediction": config.prediction, "stream": req.stream, "task": req.task, "seed": req.seed,
                 "profile": profile.name, "image_size": list(stream.image_shape[1:]), "precision": profile.precision,
-                "data": DATA, "rounds": [r.to_dict() for r in rounds], "eval_steps": sorted(set(req.eval_steps)),
+                "data": data, "rounds": [r.to_dict() for r in rounds], "eval_steps": sorted(set(req.eval_steps)),
                 "evaluation": recorded_evaluation(evaluation) if req.evaluate else None}
     out = DistillDir(req.out)
     if out.prepare(resolved, force=req.force, resume=req.resume):
@@ -181,7 +198,8 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
     core = DiffusionCore(student_config(config), stream.image_shape, device, meter, precision=profile.precision,
                          samplers=registry.samplers())
     core.model.load_state_dict(state)
-    engine = Distillation(core, method, options, config, core.model, keys=(req.seed, PURPOSE_DISTILL))
+    engine = Distillation(core, method, options, config, core.model, keys=(req.seed, PURPOSE_DISTILL),
+                          anchor=anchor)
     evaluator = None
     if req.evaluate:
         from ..evaluation import EvalSettings, Evaluator
@@ -205,12 +223,14 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
         save_checkpoint(checkpoint_path, {**identity, "engine": engine.state_dict(), "meter": meter.state_dict()})
 
     def save_round(record: dict) -> None:
-        save_model_file(out.path / round_model_path(record["student_steps"]), engine.student_config,
-                        engine.model.state_dict(), {"sampler": DEFAULT_SAMPLER, "steps": record["student_steps"]},
+        steps = record.get("neighbours_to") or record["student_steps"]
+        save_model_file(out.path / round_model_path(steps), engine.student_config,
+                        engine.model.state_dict(), {"sampler": DEFAULT_SAMPLER, "steps": steps},
                         distillation={"method": method.name, "round": len(engine.records) - 1, **record})
 
     say(f"distilling {Path(req.model).name} with {method.name}: "
-        + ", ".join(f"{r.teacher_steps}->{r.student_steps}" for r in rounds)
+        + ", ".join(f"{r.teacher_steps}->{r.sampled_steps}" + (" (neighbours)" if r.neighbours_to else "")
+                    for r in rounds)
         + f" steps, {', '.join(str(options.updates_in(r)) for r in rounds)} updates of {options.batch_size} chains "
         + f"per round, device {device_name(device)}")
     stop = StopRequest()
