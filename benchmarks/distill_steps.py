@@ -5,6 +5,7 @@ the task-0 model of fmnist-5 at the leaderboard's profile, several seeds.
                                        [--target-steps 1] [--updates 200] [--learning-rate 1e-3] [--methods pd,dsd]
                                        [--convert-updates N] [--convert-learning-rate LR]
                                        [--out runs/distill-steps] [--record benchmarks/results]
+    python benchmarks/distill_steps.py --arms all [--data-root DATA] [--seeds 0,1,2]   # the DSD decision table
 
 For each seed: the task-0 model of a naive run (task 0 is the same for every strategy: nothing to replay yet),
 stopped once that model is written; then `cldiff-bench distill` with each method from --from-steps down to
@@ -34,6 +35,23 @@ from cldiff_bench.leaderboard.aggregate import mean_and_standard_error
 METHODS = ("pd", "dsd")
 STREAM = "fmnist-5"
 STEPS = ("1", "2", "4", "8")
+# The DSD decision experiment (--arms): each arm distils the same task-0 model from 4 steps to 2 at equal network
+# evaluations: pd's 600 updates at 3 evaluations per image, each dsd arm's two rounds (the epsilon model's
+# conversion, then its own round) at 450 updates and 2 evaluations: 115,200 per image of the batch, each arm.
+PAPER_REGIME = ["--learning-rate", "1e-6", "--lr-schedule", "cosine", "--warmup-fraction", "0.05",
+                "--final-learning-rate", "1e-7", "--weight-decay", "5e-4"]
+ARMS: dict[str, tuple[str, list[str]]] = {
+    "pd": ("progressive distillation, the reference", ["--method", "pd", "--updates", "600"]),
+    "dsd": ("today's dsd: halving 4 -> 2 at a constant 1e-3", ["--method", "dsd", "--updates", "450"]),
+    "dsd-paper": ("the paper's regime: the 64-step grid's neighbours (DSDN), sampled at 2, learning rate 1e-6 to "
+                  "1e-7 cosine after a 5% warm-up, weight decay 5e-4 (the conversion round at 1e-3)",
+                  ["--method", "dsd", "--schedule", "neighbours", "--from-steps", "64", "--updates", "450",
+                   *PAPER_REGIME, "--convert-learning-rate", "1e-3"]),
+    "dsd-anchored-0.15": ("anchored to task 0's images, beta 0.15 (the paper's Eq. 1)",
+                          ["--method", "dsd-anchored", "--anchor-weight", "0.15", "--updates", "450"]),
+    "dsd-anchored-0.5": ("anchored to task 0's images, beta 0.5",
+                         ["--method", "dsd-anchored", "--anchor-weight", "0.5", "--updates", "450"]),
+}
 
 
 def cli(*args: str) -> list[str]:
@@ -93,6 +111,29 @@ def distilled(out: Path, model: Path, method: str, seed: int, args) -> dict:
                   *(["--data-root", args.data_root] if args.data_root else []))
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     return json.loads(result.read_text())
+
+
+def arm(out: Path, model: Path, name: str, seed: int, args) -> dict:
+    """One arm of the decision experiment: its distillation from 4 steps to 2, and its 2-step model also scored at
+    4 steps (drift: what the model still does at its teacher's steps)."""
+    target = out / "arms" / name / f"seed{seed}"
+    result = target / "distill.json"
+    if not result.is_file():
+        cmd = cli("distill", str(model), "--stream", STREAM, "--task", "0", "--seed", str(seed), "--profile",
+                  args.profile, "--from-steps", "4", "--target-steps", "2", "--learning-rate", "1e-3",
+                  *ARMS[name][1], "--threads", str(args.threads), "--no-progress", "--out", str(target),
+                  *(["--resume"] if (target / "checkpoint.pt").is_file() else []),
+                  *(["--data-root", args.data_root] if args.data_root else []))
+        subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    doc = json.loads(result.read_text())
+    at4 = target / "model-at-4-steps.json"
+    if not at4.is_file():
+        subprocess.run(cli("score", str(target / "model.pt"), "--stream", STREAM, "--task", "0", "--seed", str(seed),
+                           "--profile", args.profile, "--steps", "4", "--out", str(at4),
+                           *(["--data-root", args.data_root] if args.data_root else [])),
+                       check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    doc["scores"]["4"]["distilled"] = json.loads(at4.read_text())["metrics"]
+    return doc
 
 
 def summary(docs: dict[str, list[dict]]) -> dict:
@@ -176,6 +217,9 @@ def main(argv=None) -> int:
     p.add_argument("--updates", type=int, default=200)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated distillation methods")
+    p.add_argument("--arms", default=None,
+                   help=f"the DSD decision experiment instead (4 -> 2 at equal network evaluations): comma-separated, "
+                        f"of {', '.join(ARMS)}, or all")
     p.add_argument("--convert-updates", type=int, default=None,
                    help="a conversion round of its own, N updates (see `cldiff-bench distill --help`)")
     p.add_argument("--convert-learning-rate", type=float, default=None)
@@ -184,17 +228,31 @@ def main(argv=None) -> int:
     p.add_argument("--record", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    methods = [m for m in args.methods.split(",") if m]
+    if args.arms:
+        methods = list(ARMS) if args.arms == "all" else [a for a in args.arms.split(",") if a]
+        unknown = [a for a in methods if a not in ARMS]
+        if unknown:
+            p.error(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+        args.from_steps, args.target_steps = 4, 2
+    else:
+        methods = [m for m in args.methods.split(",") if m]
     docs: dict[str, list[dict]] = {m: [] for m in methods}
     for seed in seeds:
         model = task0_model(args.out, seed, args)
         for method in methods:
-            docs[method].append(distilled(args.out, model, method, seed, args))
+            docs[method].append(arm(args.out, model, method, seed, args) if args.arms
+                                else distilled(args.out, model, method, seed, args))
     rows, costs = summary(docs), cost(docs)
-    stem = (f"distill-steps-{STREAM}-{args.profile}" + shape(args)
+    stem = (f"distill-steps-{STREAM}-{args.profile}" + ("-dsd-decision" if args.arms else shape(args))
             + (f"-convert{args.convert_updates}" if args.convert_updates else ""))
     args.record.mkdir(parents=True, exist_ok=True)
     text = table(rows, costs, args, seeds)
+    if args.arms:
+        text = ("The DSD decision experiment: every arm distils the same task-0 model from 4 DDIM steps to 2 at equal "
+                "network evaluations; each distilled row's 2-step cell is its 2-step model, its 4-step cell the same "
+                "model sampled with 4 steps (drift). Arms:\n\n"
+                + "\n".join(f"- `{a}`: {ARMS[a][0]} (`{' '.join(ARMS[a][1])}`)" for a in methods)
+                + "\n\nMade by `python benchmarks/distill_steps.py --arms all --data-root DATA`.\n\n" + text)
     (args.record / f"{stem}.md").write_text(text)
     (args.record / f"{stem}.json").write_text(json.dumps(
         {"seeds": seeds, "from_steps": args.from_steps, "target_steps": args.target_steps, "updates": args.updates,
