@@ -155,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--no-claims", action="store_true", help="no findings")
     lb.add_argument("--strict", action="store_true", help="a malformed result file is an error (default: skipped)")
     lb.add_argument("--produced-by", action="append", default=None, metavar="COMMAND",
-                    help="the command that produced the result files, quoted in the page (repeatable: a board "
-                         "made by several sweeps names each)")
+                    help="also quote this command as one that produced the result files (repeatable); the lasting "
+                         "way is a line in produced-by.txt beside them, which sweeps write and every build reads")
     lb.add_argument("--allow-mixed", action="store_true",
                     help="rank results of different versions or evaluation settings together, flagged")
 
@@ -293,6 +293,7 @@ def cmd_evaluate(args, registry) -> int:
 def cmd_leaderboard(args, registry) -> int:
     from .leaderboard import DEFAULT_CLAIMS, build_tables, check_claims, load_claims, load_results, publish
     from .leaderboard.claims import DEFAULT_CLAIMS_NAME
+    from .leaderboard.provenance import read_produced_by
     # Everything is read and checked before anything is written: a bad input leaves the output folder as it was.
     claims = None if args.no_claims else load_claims(args.claims or DEFAULT_CLAIMS)
     results, skipped = load_results(args.results, strict=args.strict)
@@ -305,10 +306,12 @@ def cmd_leaderboard(args, registry) -> int:
         tables, claims, f"`{args.claims}`" if args.claims else DEFAULT_CLAIMS_NAME)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"output folder {args.out} exists and is not a folder")
-    command = ("cldiff-bench leaderboard " + " ".join(map(str, args.results)) + f" --out {args.out}"
+    # Not --out: where a page is written does not change it (built again elsewhere it is byte for byte the same).
+    command = ("cldiff-bench leaderboard " + " ".join(map(str, args.results))
                + (f" --claims {args.claims}" if args.claims else "") + (" --no-claims" if args.no_claims else ""))
+    produced_by = read_produced_by(args.results) + [p for p in args.produced_by or []]
     try:
-        paths = publish(args.format, tables, args.out, skipped, findings, command, args.produced_by)
+        paths = publish(args.format, tables, args.out, skipped, findings, command, produced_by)
     except OSError as exc:
         raise UserError(f"cannot write the leaderboard into {args.out}: {exc.strerror or exc}") from exc
     for path in paths:

@@ -152,3 +152,23 @@ def test_page_states_the_budget_model_size_and_the_producing_command(tmp_path):
     assert main(["leaderboard", str(tmp_path / "results"), "--out", str(out), "--produced-by", "bash sweep.sh",
                  "--produced-by", "bash more.sh"]) == 0
     assert "Results produced by:\n\n- `bash sweep.sh`\n- `bash more.sh`\n" in (out / "README.md").read_text()
+
+
+def test_a_page_is_a_function_of_its_results_folder_wherever_it_is_built(tmp_path):
+    from cldiff_bench.leaderboard.provenance import PRODUCED_BY_NAME, record_produced_by
+    results = tmp_path / "results"
+    for seed in (0, 1):
+        write(results, make_result("gd", seed, {"fid": 10.0 + seed}))
+    record_produced_by(results, "cldiff-bench sweep --seeds 0 (1 cell; 3 min wall)")
+    record_produced_by(results, "bash more.sh")
+    # a sweep continued replaces its own line with its new total; another command's line stays
+    record_produced_by(results, "cldiff-bench sweep --seeds 0 (2 cells; 2 invocations, 7 min wall together)")
+    assert (results / PRODUCED_BY_NAME).read_text().splitlines() == [
+        "cldiff-bench sweep --seeds 0 (2 cells; 2 invocations, 7 min wall together)", "bash more.sh"]
+    pages = []
+    for where in ("a", "b/c"):
+        assert main(["leaderboard", str(results), "--out", str(tmp_path / where)]) == 0
+        pages.append((tmp_path / where / "README.md").read_text())
+    assert pages[0] == pages[1]
+    assert "- `cldiff-bench sweep --seeds 0 (2 cells; 2 invocations, 7 min wall together)`\n- `bash more.sh`" in pages[0]
+    assert f"Page built by: `cldiff-bench leaderboard {results}`" in pages[0]

@@ -389,11 +389,14 @@ def _finished(sweep_dir: Path, index: int) -> None:
 
 def _leaderboard(outs: list[str], output: Path, produced_by: str) -> int:
     from ..cli import main
+    from ..leaderboard.provenance import record_produced_by
     from ..results import RESULT_NAME
     if not any(any(Path(o).rglob(RESULT_NAME)) for o in outs if Path(o).is_dir()):
         print("cldiff-bench: no results yet: no leaderboard built", file=sys.stderr)
         return 0
-    return main(["leaderboard", *outs, "--out", str(output), "--produced-by", produced_by])
+    for out in outs:  # the sweep's line beside its results, where every later build of the board reads it
+        record_produced_by(Path(out), produced_by)
+    return main(["leaderboard", *outs, "--out", str(output)])
 
 
 def _status(sweep_dir: Path, args) -> int:
