@@ -337,11 +337,12 @@ def _submit(args, cells, plan, blocks, sweep_dir: Path, opts, leaderboard: Path 
         print(table(cells_status, evaluators_status))
         print(summary(cells_status), file=sys.stderr)
         code = 1 if any(c.state == "failed" for c in cells_status) else 0
+    _finished(sweep_dir, index)
+    produced = produced_by(command, mf.load(sweep_dir), len(cells), len(to_run), description)
+    outs = sorted({portable_path(c.settings.out) for c in cells})
+    _record_provenance(outs, produced)
     if leaderboard is not None:
-        _finished(sweep_dir, index)
-        produced = produced_by(command, mf.load(sweep_dir), len(cells), len(to_run), description)
-        lb = _leaderboard(sorted({portable_path(c.settings.out) for c in cells}), leaderboard, produced)
-        code = code or lb
+        code = code or _leaderboard(outs, leaderboard)
     return code
 
 
@@ -387,15 +388,24 @@ def _finished(sweep_dir: Path, index: int) -> None:
     mf.update(sweep_dir, change)
 
 
-def _leaderboard(outs: list[str], output: Path, produced_by: str) -> int:
-    from ..cli import main
-    from ..leaderboard.provenance import record_produced_by
+def _has_results(outs: list[str]) -> bool:
     from ..results import RESULT_NAME
-    if not any(any(Path(o).rglob(RESULT_NAME)) for o in outs if Path(o).is_dir()):
+    return any(any(Path(o).rglob(RESULT_NAME)) for o in outs if Path(o).is_dir())
+
+
+def _record_provenance(outs: list[str], produced_by: str) -> None:
+    """The sweep's line beside its results (produced-by.txt), where every later build of a board reads it."""
+    from ..leaderboard.provenance import record_produced_by
+    if _has_results(outs):
+        for out in outs:
+            record_produced_by(Path(out), produced_by)
+
+
+def _leaderboard(outs: list[str], output: Path) -> int:
+    from ..cli import main
+    if not _has_results(outs):
         print("cldiff-bench: no results yet: no leaderboard built", file=sys.stderr)
         return 0
-    for out in outs:  # the sweep's line beside its results, where every later build of the board reads it
-        record_produced_by(Path(out), produced_by)
     return main(["leaderboard", *outs, "--out", str(output)])
 
 
@@ -415,6 +425,6 @@ def _status(sweep_dir: Path, args) -> int:
     if args.leaderboard:
         outs = sorted({str(Path(r["run_dir"]).parents[3]) for r in manifest["cells"].values()})
         submission = (manifest.get("submissions") or [{}])[-1]
-        code = code or _leaderboard(outs, args.leaderboard, submission.get("command", f"cldiff-bench sweep "
-                                                                                      f"status {sweep_dir}"))
+        _record_provenance(outs, submission.get("command", f"cldiff-bench sweep status {sweep_dir}"))
+        code = code or _leaderboard(outs, args.leaderboard)
     return code
