@@ -9,6 +9,10 @@ and image: 2 network evaluations, 1 backward, one model in memory.
 Self-consistency alone has no anchor: a model whose output does not yet mean v would only agree with itself. So
 when the input model is not a v model, a first conversion round teaches a v student one step for one step of the
 frozen input model (2 evaluations per update too, the only round with a teacher copy), at the starting steps.
+
+Two variants (docs/teacher-accelerators.md): the DSD paper's neighbours schedule (DSDN, `neighbour_update`: one
+round on a fine grid that never halves), and `dsd-anchored`, whose halving rounds learn from images too
+(`anchored_update`, the paper's Eq. 1).
 """
 from __future__ import annotations
 
@@ -84,6 +88,8 @@ class DirectSelfDistillation(DistillMethod):
     description = ("direct self-distillation: the model's two DDIM steps (no gradient) are the target of its own "
                    "double step; 2 network evaluations per update, one model in memory")
     forwards_per_update = 2
+    trains_neighbours = True
+    halving_update = staticmethod(self_taught_update)  # the update of its self-taught halving rounds
 
     @classmethod
     def rounds(cls, from_steps: int, target_steps: int, teacher_prediction: str) -> list[Round]:
@@ -92,15 +98,13 @@ class DirectSelfDistillation(DistillMethod):
             return halving
         return [Round(from_steps, from_steps)] + halving
 
-    trains_neighbours = True
-
-    @staticmethod
-    def update(engine: Distillation, z: torch.Tensor, pos: torch.Tensor,
+    @classmethod
+    def update(cls, engine: Distillation, z: torch.Tensor, pos: torch.Tensor,
                round_: Round) -> tuple[torch.Tensor, torch.Tensor]:
         if round_.neighbours_to:
             return neighbour_update(engine, z, pos, round_)
         if round_.self_taught:
-            return self_taught_update(engine, z, pos, round_)
+            return cls.halving_update(engine, z, pos, round_)
         return taught_update(engine, z, pos, round_)
 
 
@@ -111,10 +115,4 @@ class AnchoredSelfDistillation(DirectSelfDistillation):
                    "(--anchor-weight beta); 2 network evaluations per update")
     needs_data = True
     trains_neighbours = False
-
-    @staticmethod
-    def update(engine: Distillation, z: torch.Tensor, pos: torch.Tensor,
-               round_: Round) -> tuple[torch.Tensor, torch.Tensor]:
-        if round_.self_taught:
-            return anchored_update(engine, z, pos, round_)
-        return taught_update(engine, z, pos, round_)
+    halving_update = staticmethod(anchored_update)
