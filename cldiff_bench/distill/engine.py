@@ -5,7 +5,11 @@ way from noise to a sample. An update trains the student on every chain at the c
 teacher's steps that made the target move the chain on, so the path costs nothing beyond the target; a chain that
 reaches the clean end starts again from fresh noise. At a round's start the chains are spread over the student's
 steps (chain b starts b mod S steps along the path), so every update sees every noise level. No images of any task
-are needed, which is what lets a continual learner distil its teacher of earlier tasks (teacher_accel).
+are needed, which is what lets a continual learner distil its teacher of earlier tasks (teacher_accel). The one
+exception is a method that learns from images (`needs_data`, dsd-anchored): its self-taught rounds draw a keyed
+batch of the `anchor`'s images per update, noised at the round's student step starts, instead of chains.
+
+The learning rate of each update comes from the options (constant, or warm-up then cosine within a round).
 
 Every draw is keyed (keys, round, update, chain), so a distillation resumed from its state continues exactly as it
 would have.
