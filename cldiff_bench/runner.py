@@ -63,6 +63,9 @@ class Run:
         position = {"task": 0, "iteration": 0, "optimizer": None}
         if s.resume and self.dir.checkpoint_path.is_file():
             position, self.records = self.dir.restore(context)
+            # A result's wall time is the run's, not its last process's: the time taken before the stop counts
+            # (a checkpoint from before this was recorded: the time its cost meter had clocked by phase).
+            started -= position.get("wall_seconds", sum(context.meter.seconds.values()))
             say(f"resuming {self.dir.path} at task {position['task']}, iteration {position['iteration']}")
         loss_log = context.open_loss_log(self.dir.path, position["task"], position["iteration"])
         try:
@@ -87,7 +90,8 @@ class Run:
 
             def checkpoint(iteration: int, loss_sums: dict, optimizer: dict, k=k, before=before) -> None:
                 self.dir.save_checkpoint(context, {"task": k, "iteration": iteration, "loss_sums": loss_sums,
-                                                   "cost_at_task_start": before}, optimizer, self.records)
+                                                   "cost_at_task_start": before,
+                                                   "wall_seconds": time.time() - started}, optimizer, self.records)
 
             train_log = train_task(context, k, resume_at["iteration"], resume_at["optimizer"],
                                    resume_at.get("loss_sums"), checkpoint, self.dir.path)
@@ -96,7 +100,8 @@ class Run:
             cost.update(meter.peak_memory())
             self.records.append({"task": k, "classes": stream.tasks[k].classes, "train": train_log,
                                  "metrics": metrics, "cost": cost, "sample_grid": grid})
-            self.dir.save_checkpoint(context, {"task": k + 1, "iteration": 0}, None, self.records)
+            self.dir.save_checkpoint(context, {"task": k + 1, "iteration": 0, "wall_seconds": time.time() - started},
+                                     None, self.records)
             shown = {"train_loss": train_log["mean_losses"].get("loss", float("nan")),
                      **{m: v for m, v in metrics.items() if isinstance(v, float)}}
             say(f"task {k} done: " + ", ".join(f"{m}={v:.4g}" for m, v in shown.items()))

@@ -126,4 +126,7 @@ def test_ctrl_c_or_sigterm_writes_a_checkpoint_and_resume_finishes(tmp_path, sig
     assert main([*args, "--resume"]) == 0
     result = json.loads((run_dir / "result.json").read_text())
     assert [t["train"]["iterations"] for t in result["tasks"]] == [40] * 5
+    # the result's wall time is the whole run's: the stopped process's time counts, not only the resumed one's
+    assert result["wall_seconds"] >= state["position"]["wall_seconds"] > 0
+    assert result["wall_seconds"] >= sum(result["cost"]["seconds"].values())
 
