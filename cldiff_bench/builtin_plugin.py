@@ -87,3 +87,12 @@ def cldiff_bench_samplers():
 def cldiff_bench_distillers():
     from .distill import BUILTIN_METHODS
     return list(BUILTIN_METHODS.values())
+
+
+@hookimpl
+def cldiff_bench_commands():
+    from .commands import boards, listing, run, scoring
+    from .distill.command import DISTILL
+    from .sweep.command import SWEEP
+    return [run.RUN, run.EVALUATE, boards.LEADERBOARD, boards.CHECK, scoring.ORACLE, scoring.SCORE,
+            scoring.IMPORT_UNET, listing.LIST, scoring.TRAIN_EVALUATOR, SWEEP, DISTILL]

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+import sys
+from typing import Callable, Iterable
 
 
 class UserError(Exception):
@@ -28,3 +29,23 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> UserError:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return UserError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(known) or '(none)'}")
+
+
+def exit_status(command: Callable[[], int], debug: bool = False) -> int:
+    """Run a command and return its exit status: a UserError is one line and status 2, an interruption status 130
+    (with a traceback only when `debug`)."""
+    try:
+        return command()
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"cldiff-bench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Interrupted as exc:
+        print(f"cldiff-bench: interrupted: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("cldiff-bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -161,10 +161,7 @@ def evaluate_run(run_dir: Path, evaluation: dict[str, Any], registry: Registry, 
     budget = config["budget"]
     cfg = RunConfig(strategy=config["strategy"], stream=config["stream"], seed=config["seed"],
                     profile=budget["profile"], out=run_dir.path, strategy_options=config["strategy_options"],
-                    model=budget["model"], epochs=budget["epochs"], iterations=budget["iterations"],
-                    batch_size=budget["batch_size"], learning_rate=budget.get("learning_rate"),
-                    image_size=budget.get("image_size"), lr_schedule=budget.get("lr_schedule", "constant"),
-                    warmup_iterations=budget.get("warmup_iterations", 0), ema_decay=budget.get("ema_decay"),
+                    budget={k: v for k, v in budget.items() if k != "profile"},
                     precision=config.get("precision", "fp32"), **config.get("speed", {}),
                     evaluation={**(config.get("evaluation") or {}), **evaluation}, progress=progress)
     settings = resolve_settings(cfg, registry)

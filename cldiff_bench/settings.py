@@ -42,15 +42,7 @@ class RunConfig:
     data_root: str | None = None
     cache_dir: str | None = None
     strategy_options: dict[str, Any] = field(default_factory=dict)
-    model: str | None = None
-    epochs: float | None = None
-    iterations: int | None = None        # a fixed number of iterations per task instead of epochs
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    image_size: int | None = None        # these four: None keeps the profile's
-    lr_schedule: str | None = None
-    warmup_iterations: int | None = None
-    ema_decay: float | None = None
+    budget: dict[str, Any] = field(default_factory=dict)  # Budget fields over the profile's (run_arguments.BUDGET)
     init_model: str | None = None        # start task 0 from these weights (see model_source.read_model)
     evaluation: dict[str, Any] = field(default_factory=dict)  # EvalSettings overrides
     evaluate: bool = True
@@ -186,13 +178,14 @@ def _check_positive(name: str, value):
 
 def _budget(cfg: RunConfig, profile, spec: StreamSpec) -> Budget:
     budget = resolve_budget(profile, spec)
-    for key in ("model", "epochs", "batch_size", "iterations", "learning_rate", "image_size", "lr_schedule",
-                "warmup_iterations", "ema_decay"):
-        if getattr(cfg, key) is not None:
-            budget[key] = getattr(cfg, key)
-    if cfg.epochs is not None and cfg.iterations is None:
+    given = {k: v for k, v in cfg.budget.items() if v is not None}
+    unknown = sorted(set(given) - set(budget))
+    if unknown:
+        raise UserError(f"not a budget setting: {', '.join(unknown)}")
+    budget.update(given)
+    if "epochs" in given and "iterations" not in given:
         budget["iterations"] = None  # --epochs replaces the profile's fixed iteration count
-    if cfg.ema_decay == 0:
+    if given.get("ema_decay") == 0:
         budget["ema_decay"] = None  # --ema-decay 0: sample the trained weights themselves
     if budget["image_size"] == IMAGE_SIZE:
         budget["image_size"] = None  # the suite's own size: one identity for both spellings
@@ -210,7 +203,7 @@ def _eval_settings(values: dict) -> EvalSettings:
 def resolve_settings(cfg: RunConfig, registry: Registry) -> RunSettings:
     """The run's settings from the profile, the stream and `cfg`; every value refused here, before any work."""
     for name in ("epochs", "iterations", "batch_size", "learning_rate"):
-        _check_positive(f"--{name.replace('_', '-')}", getattr(cfg, name))
+        _check_positive(f"--{name.replace('_', '-')}", cfg.budget.get(name))
     if cfg.checkpoint_every < 0:
         raise UserError(f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
     spec = registry.stream(cfg.stream)

@@ -31,7 +31,7 @@ def test_cpu_profile_is_the_default_and_its_choices_reach_the_settings():
     evaluation = _settings().recorded_evaluation()
     assert evaluation["solver_epochs"] == 2 and evaluation["solver_max_images"] == 3000
     # overrides: EMA off with 0, the suite's own size spelled out is the default size (one identity)
-    off = _settings(ema_decay=0.0, image_size=32, lr_schedule="constant").budget
+    off = _settings(budget=dict(ema_decay=0.0, image_size=32, lr_schedule="constant")).budget
     assert off.ema_decay is None and off.image_size is None and off.lr_schedule == "constant"
 
 
@@ -39,7 +39,7 @@ def test_cpu_profile_is_the_default_and_its_choices_reach_the_settings():
                                  dict(warmup_iterations=-1)])
 def test_bad_budget_choices_are_refused_before_any_work(bad):
     with pytest.raises(UserError):
-        _settings(**bad)
+        _settings(budget=bad)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero_and_constant_is_flat():

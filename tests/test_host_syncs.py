@@ -62,7 +62,7 @@ class ListReads(TorchFunctionMode):
 
 def micro_context(strategy: str, tmp_path) -> RunContext:
     settings = resolve_settings(RunConfig(strategy=strategy, stream="digits-5", profile="tiny", device="cpu",
-                                          iterations=ITERATIONS, batch_size=8, evaluate=False, progress=False,
+                                          budget={"iterations": ITERATIONS, "batch_size": 8}, evaluate=False, progress=False,
                                           out=tmp_path / "runs", cache_dir=str(tmp_path / "cache")),
                                 load_registry())
     stream = settings.stream_spec.build(settings.data_root, settings.seed, settings.cache_dir)

@@ -97,7 +97,7 @@ def test_cifar_flips_reach_the_training_batches(tmp_path):
     first_batches = []
     for flip in (True, False):
         settings = resolve_settings(RunConfig(strategy="naive", stream="digits-5", profile="tiny", device="cpu",
-                                              iterations=1, out=tmp_path / str(flip), evaluate=False,
+                                              budget={"iterations": 1}, out=tmp_path / str(flip), evaluate=False,
                                               progress=False), load_registry())
         seen = []
 

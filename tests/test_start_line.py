@@ -18,7 +18,7 @@ def test_each_strategy_counts_what_one_iteration_trains_and_draws():
 
 def test_the_estimate_adds_training_replay_and_evaluation(tmp_path):
     settings = resolve_settings(RunConfig(strategy="gd", stream="digits-5", profile="tiny", device="cpu",
-                                          iterations=3, out=tmp_path, progress=False), load_registry())
+                                          budget={"iterations": 3}, out=tmp_path, progress=False), load_registry())
     context = RunContext.build(settings)
     ev = settings.eval_settings
     training_only = estimated_seconds(settings, context, train_s=1.0, sample_s=0.0)

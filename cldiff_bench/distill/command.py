@@ -4,12 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..arguments import int_list_type, retire_output_spellings
+from ..commands import CommandSpec
 from ..profiles import DEFAULT_PROFILE
+from ..run_arguments import add_arguments, evaluation_overrides
 
 
-def add_distill_parser(sub) -> None:
-    d = sub.add_parser("distill", help="distil a saved model into a few-step sampler (progressive distillation or "
-                                       "direct self-distillation) and score it against plain DDIM")
+def add_distill_arguments(d) -> None:
     d.add_argument("model", help="the model: a run's models/taskK.pt, a model file or a diffusers folder")
     d.add_argument("--method", required=True, help="pd or dsd (or a plugin's; see `cldiff-bench list`)")
     d.add_argument("--stream", required=True, help="the stream the model learnt (image size and channels, scoring)")
@@ -53,29 +53,18 @@ def add_distill_parser(sub) -> None:
     d.add_argument("--checkpoint-every", type=int, default=50, help="checkpoint every N updates (default 50)")
     d.add_argument("--resume", action="store_true", help="continue from the output directory's checkpoint")
     d.add_argument("--force", action="store_true", help="overwrite an output directory of another configuration")
-    d.add_argument("--threads", type=int, default=None, metavar="N", help="threads (default: one per core)")
-    d.add_argument("--data-root", default=None)
-    d.add_argument("--cache-dir", default=None)
-    d.add_argument("--device", default="auto")
-    d.add_argument("--extractor", default=None, help="FID features (see `cldiff-bench list`)")
-    d.add_argument("--num-generated", type=int, default=None, help="samples drawn and scored per step count")
-    d.add_argument("--inception-weights", default=None)
-    d.add_argument("--ruler", default=None, metavar="FILE",
-                   help="score with this evaluation classifier instead of the pinned one")
+    add_arguments(d, ("threads", "data_root", "cache_dir", "device", "extractor", "num_generated",
+                      "inception_weights", "ruler"), {"num_generated": "samples drawn and scored per step count"})
     d.add_argument("--no-progress", action="store_true", help="no progress bars (the log lines stay)")
 
 
-def cmd_distill(args, registry) -> int:
+def distill_command(args, registry) -> int:
     from ..errors import UserError
     from .runner import DistillRequest, distill
 
-    if args.num_generated is not None and args.num_generated <= 0:
-        raise UserError(f"--num-generated must be positive, got {args.num_generated}")
+    evaluation = evaluation_overrides(args)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be a whole number >= 1, got {args.threads}")
-    evaluation = {k: v for k, v in {"extractor": args.extractor, "num_generated": args.num_generated,
-                                    "inception_weights": args.inception_weights,
-                                    "ruler_file": args.ruler}.items() if v is not None}
     request = DistillRequest(
         model=args.model, method=args.method, stream=args.stream, task=args.task, out=args.out, seed=args.seed,
         profile=args.profile, model_preset=args.model_preset, target_steps=args.target_steps,
@@ -89,3 +78,7 @@ def cmd_distill(args, registry) -> int:
         force=args.force, progress=not args.no_progress)
     print(distill(request, registry))
     return 0
+
+
+DISTILL = CommandSpec("distill", "distil a saved model into a few-step sampler (progressive distillation or direct "
+                      "self-distillation) and score it against plain DDIM", add_distill_arguments, distill_command)

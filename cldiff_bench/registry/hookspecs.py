@@ -35,3 +35,8 @@ class PluginSpecs:
     def cldiff_bench_distillers(self):
         """Return a list of `DistillMethod` subclasses (distill/base.py), each with a unique `name`: the methods of
         `cldiff-bench distill` and of the teacher strategies' option teacher_accel."""
+
+    @hookspec
+    def cldiff_bench_commands(self):
+        """Return a list of `CommandSpec`s (commands/__init__.py): subcommands of `cldiff-bench`, each with a unique
+        `name`."""

@@ -103,6 +103,7 @@ class Registry:
                 "extractor": self._collect("cldiff_bench_extractors", _extractor_items),
                 "sampler": self._collect("cldiff_bench_samplers", _sampler_items),
                 "distiller": self._collect("cldiff_bench_distillers", lambda r: [(d.name, d) for d in r]),
+                "command": self._collect("cldiff_bench_commands", _command_items),
             }
         return self._cache
 
@@ -131,6 +132,9 @@ class Registry:
         """{name: SamplerSpec} of every registered sampler (what `DiffusionCore(samplers=)` takes)."""
         return {name: entry.obj for name, entry in self.entries("sampler").items()}
 
+    def command(self, name: str):
+        return self.get("command", name)
+
     def distiller(self, name: str):
         return self.get("distiller", name)
 
@@ -145,6 +149,16 @@ def _extractor_items(result) -> list[tuple[str, ExtractorSpec]]:
         if not isinstance(spec, ExtractorSpec):
             raise UserError(f"cldiff_bench_extractors must return ExtractorSpecs, got {type(spec).__name__} "
                             f"{spec!r:.80}")
+        items.append((spec.name, spec))
+    return items
+
+
+def _command_items(result) -> list[tuple[str, Any]]:
+    from ..commands import CommandSpec
+    items = []
+    for spec in result:
+        if not isinstance(spec, CommandSpec):
+            raise UserError(f"cldiff_bench_commands must return CommandSpecs, got {type(spec).__name__} {spec!r:.80}")
         items.append((spec.name, spec))
     return items
 

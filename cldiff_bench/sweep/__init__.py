@@ -7,6 +7,6 @@ import time.
 """
 from __future__ import annotations
 
-from .command import add_sweep_parser, cmd_sweep
+from .command import SWEEP
 
-__all__ = ["add_sweep_parser", "cmd_sweep"]
+__all__ = ["SWEEP"]

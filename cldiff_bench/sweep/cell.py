@@ -131,11 +131,24 @@ class _Job(submitit.helpers.Checkpointable):
                 raise
 
     def _execute_in_process(self, args: list[str], log) -> int:
-        from ..cli import main
+        from ..commands import command_parser
+        from ..errors import exit_status
+        from ..registry import load_registry
+        name, argv = args[len(self._plugin_args())], args[len(self._plugin_args()) + 1:]
+
+        def execute() -> int:
+            registry = load_registry(self.plugins)
+            command = registry.command(name)
+            try:
+                parsed = command_parser(command).parse_args(argv)
+            except SystemExit as exc:  # a bad argument, already printed as one line
+                return exc.code if isinstance(exc.code, int) else 2
+            return command.run(parsed, registry)
+
         tee_out, tee_err = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
         with contextlib.redirect_stdout(tee_out), contextlib.redirect_stderr(tee_err):
             try:
-                return main(args)
+                return exit_status(execute)
             except Exception:
                 traceback.print_exc()
                 self._record("failed", returncode=None, last_line=traceback.format_exc().strip().splitlines()[-1])

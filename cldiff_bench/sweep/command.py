@@ -12,6 +12,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from ..commands import CommandSpec
 from ..errors import EXIT_INTERRUPTED, UserError
 
 EXECUTOR_FLAGS = ("executor", "parallel", "threads", "partition", "time", "gpus_per_task", "cpus_per_task", "mem_gb",
@@ -20,16 +21,9 @@ GRID_FLAGS = ("strategies", "streams", "seeds", "profile")
 STATUS_FLAGS = ("wait", "poll", "leaderboard", "no_progress")
 
 
-def add_sweep_parser(sub) -> None:
+def add_sweep_arguments(p) -> None:
     from .grid import RunOptions
-    run_options = RunOptions(sub.choices["run"])
-    p = sub.add_parser(
-        "sweep", help="run a grid of cells (strategies x streams x profiles x seeds) on this machine or as a Slurm "
-                      "job array, through submitit; finished cells are skipped, unfinished ones continue",
-        description="Run every cell of a grid (each one `cldiff-bench run --resume`), or show where a sweep stands "
-                    "(`cldiff-bench sweep status SWEEP_DIR`). A cell whose run directory holds the result of its "
-                    "configuration is skipped, so submitting a sweep again runs only what is missing. Exit status: "
-                    "0 when no cell failed, 1 when one did, 2 on bad input, 130 when interrupted.")
+    run_options = RunOptions()
     p.add_argument("target", nargs="*", metavar="GRID.toml | status SWEEP_DIR",
                    help="a TOML file of [[grid]] blocks (with [defaults] and [executor] tables), or `status` and a "
                         "sweep directory")
@@ -86,7 +80,7 @@ def add_sweep_parser(sub) -> None:
     p.set_defaults(_run_options=run_options, _sweep_parser=p)
 
 
-def cmd_sweep(args, registry) -> int:
+def sweep_command(args, registry) -> int:
     # A sweep started in the background (`&`, nohup, cron) inherits SIGINT ignored, and so would every job it
     # starts, across exec; submitit stops a local job with SIGINT, so Ctrl-C or SIGTERM would leave its cells
     # running with nobody waiting for them.
@@ -402,11 +396,17 @@ def _record_provenance(outs: list[str], produced_by: str) -> None:
 
 
 def _leaderboard(outs: list[str], output: Path) -> int:
-    from ..cli import main
+    from ..errors import exit_status
+    from ..leaderboard.build import build_leaderboard
     if not _has_results(outs):
         print("cldiff-bench: no results yet: no leaderboard built", file=sys.stderr)
         return 0
-    return main(["leaderboard", *outs, "--out", str(output)])
+
+    def build() -> int:
+        for path in build_leaderboard([Path(o) for o in outs], output):
+            print(path)
+        return 0
+    return exit_status(build)
 
 
 def _status(sweep_dir: Path, args) -> int:
@@ -428,3 +428,13 @@ def _status(sweep_dir: Path, args) -> int:
         _record_provenance(outs, submission.get("command", f"cldiff-bench sweep status {sweep_dir}"))
         code = code or _leaderboard(outs, args.leaderboard)
     return code
+
+
+SWEEP = CommandSpec(
+    "sweep", "run a grid of cells (strategies x streams x profiles x seeds) on this machine or as a Slurm job array, "
+             "through submitit; finished cells are skipped, unfinished ones continue", add_sweep_arguments,
+    sweep_command,
+    description="Run every cell of a grid (each one `cldiff-bench run --resume`), or show where a sweep stands "
+                "(`cldiff-bench sweep status SWEEP_DIR`). A cell whose run directory holds the result of its "
+                "configuration is skipped, so submitting a sweep again runs only what is missing. Exit status: 0 when "
+                "no cell failed, 1 when one did, 2 on bad input, 130 when interrupted.")

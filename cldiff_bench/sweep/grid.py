@@ -9,23 +9,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import io
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..arguments import comma_separated_ints
 from ..errors import UserError
+from ..run_arguments import PATH_DESTS, RUN_ARGUMENTS, RunArgument, run_config_from_args
 
-# `run` options a sweep sets itself: the grid's axes, always --resume and --no-progress, its own thread shares;
-# --force is refused (a requeued cell would start over instead of continuing).
-RESERVED = {"help", "strategy", "stream", "seed", "seeds", "profile", "resume", "no_progress", "threads", "force"}
+# What a sweep sets for each of its cells: no progress bars, --resume always (a requeued cell continues), its own
+# thread share (given to the command, not the configuration), and never --force.
+CELL = {"progress": False, "resume": True, "force": False, "threads": None}
+
 AXES = {"strategies": "strategies", "strategy": "strategies", "streams": "streams", "stream": "streams",
         "seeds": "seeds", "seed": "seeds", "profiles": "profiles", "profile": "profiles"}
-# Options naming files or folders: written absolute into each cell's command (a job may start elsewhere).
-PATH_DESTS = ("out", "data_root", "cache_dir", "init_model", "inception_weights", "classifier_weights")
 TOP_LEVEL_KEYS = {"name", "sweep-dir", "leaderboard", "defaults", "executor", "grid"}
 
 
@@ -38,50 +37,37 @@ class _RaisingParser(argparse.ArgumentParser):
         raise _ParseError(message)
 
 
-def _copy_action(action: argparse.Action, default: Any) -> argparse.Action:
-    action = copy.copy(action)
-    action.default = default
-    return action
-
-
 class RunOptions:
-    """The options of `cldiff-bench run` that a sweep passes on to its cells: read from its command line and its
-    TOML tables (by their long names, e.g. `num-generated = 40`), merged, and written back as `run` arguments.
-    Taken from the `run` parser itself, so every run option is a sweep option too."""
+    """The run arguments a sweep passes on to its cells (all of run_arguments.RUN_ARGUMENTS but those it sets for
+    each cell itself): read from its command line and its TOML tables (by their long names, e.g.
+    `num-generated = 40`), merged, and written back as `run` arguments."""
 
-    def __init__(self, run_parser: argparse.ArgumentParser):
-        self.actions = [a for a in run_parser._actions if a.option_strings and a.dest not in RESERVED]
-        self.by_dest = {a.dest: a for a in self.actions}
-        self.by_key: dict[str, argparse.Action] = {}
-        for a in self.actions:
-            for s in a.option_strings:
-                if s.startswith("--"):
-                    self.by_key[s[2:]] = a
-        if "option" in self.by_dest:
-            self.by_key["options"] = self.by_dest["option"]
+    def __init__(self):
+        self.arguments = [a for a in RUN_ARGUMENTS if a.per_cell]
+        self.by_key = {a.flag[2:]: a for a in self.arguments}
+        self.by_key["options"] = self.by_key["option"]
         self._partial = _RaisingParser(prog="run options", add_help=False)
-        for a in self.actions:
-            self._partial._add_action(_copy_action(a, argparse.SUPPRESS))
+        self.add_to(self._partial)
 
     def add_to(self, group) -> None:
         """Add the run options to a sweep's parser: only those given end up in its namespace."""
-        for a in self.actions:
-            group._add_action(_copy_action(a, argparse.SUPPRESS))
+        for argument in self.arguments:
+            argument.add_to(group, suppress_default=True)
 
     def given(self, namespace: argparse.Namespace) -> dict:
-        return {a.dest: getattr(namespace, a.dest) for a in self.actions if hasattr(namespace, a.dest)}
+        return {a.dest: getattr(namespace, a.dest) for a in self.arguments if hasattr(namespace, a.dest)}
 
     def from_table(self, table: dict, where: str) -> dict:
         argv: list[str] = []
         for key, value in table.items():
-            action = self.by_key.get(key) or self.by_key.get(str(key).replace("_", "-"))
-            if action is None:
+            argument = self.by_key.get(key) or self.by_key.get(str(key).replace("_", "-"))
+            if argument is None:
                 import difflib
                 close = difflib.get_close_matches(str(key), list(self.by_key) + list(AXES), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise UserError(f"{where}: unknown key {key!r}{hint}; a block takes strategies, streams, seeds, "
                                 f"profile and the options of `cldiff-bench run` by their long names")
-            argv += _table_argv(action, key, value, where)
+            argv += _table_argv(argument, key, value, where)
         try:
             return vars(self._partial.parse_args(argv))
         except _ParseError as exc:
@@ -99,45 +85,29 @@ class RunOptions:
         return merged
 
     def namespace(self, partial: dict) -> argparse.Namespace:
-        return argparse.Namespace(**{**{a.dest: a.default for a in self.actions}, **partial})
+        """Every run argument's destination: the given ones, the others at their defaults."""
+        return argparse.Namespace(**{**{a.dest: a.default_value for a in RUN_ARGUMENTS}, **partial})
 
     def to_argv(self, partial: dict) -> list[str]:
-        argv: list[str] = []
-        for a in self.actions:
-            if a.dest not in partial:
-                continue
-            value, flag = partial[a.dest], _flag(a)
-            if isinstance(a, argparse._StoreTrueAction):
-                argv += [flag] if value else []
-            elif isinstance(a, argparse._AppendAction):
-                for item in value:
-                    argv += [flag, *map(str, item)] if isinstance(item, (list, tuple)) else [flag, str(item)]
-            elif value is not None:
-                argv += [flag, str(value)]
-        return argv
-
-
-def _flag(action: argparse.Action) -> str:
-    return max(action.option_strings, key=len)
+        return [arg for a in self.arguments if a.dest in partial for arg in a.to_argv(partial[a.dest])]
 
 
 def _scalar(value) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
-def _table_argv(action: argparse.Action, key: str, value, where: str) -> list[str]:
-    flag = _flag(action)
-    if isinstance(action, argparse._StoreTrueAction):
+def _table_argv(argument: RunArgument, key: str, value, where: str) -> list[str]:
+    if argument.kind == "switch":
         if not isinstance(value, bool):
             raise UserError(f"{where}: {key} must be true or false, got {value!r}")
-        return [flag] if value else []
-    if isinstance(action, argparse._AppendAction):
+        return argument.to_argv(value)
+    if argument.kind == "pairs":
         if not isinstance(value, dict):
             raise UserError(f"{where}: {key} must be a table of strategy options, e.g. {key} = {{lambda = 0.5}}")
-        return [a for k, v in value.items() for a in (flag, str(k), _scalar(v))]
+        return argument.to_argv([(k, _scalar(v)) for k, v in value.items()])
     if isinstance(value, (bool, list, dict)):
         raise UserError(f"{where}: {key} takes one value, got {value!r}")
-    return [flag, str(value)]
+    return argument.to_argv(value)
 
 
 def _names(value, key: str, where: str) -> list[str]:
@@ -296,20 +266,6 @@ def _quote(arg: str) -> str:
     return shlex.quote(arg)
 
 
-def run_config(namespace: argparse.Namespace, strategy: str, stream: str, seed: int, profile: str):
-    """The RunConfig `cldiff-bench run` makes of these arguments (cli.cmd_run's mapping: fields by name, plus the
-    strategy options, the evaluation overrides and the flags)."""
-    from ..cli import _evaluation_overrides, _strategy_options
-    from ..settings import RunConfig
-    names = {f.name for f in fields(RunConfig)}
-    values = {k: v for k, v in vars(namespace).items() if k in names}
-    values.update(strategy=strategy, stream=stream, seed=seed, profile=profile,
-                  strategy_options=_strategy_options(namespace), evaluation=_evaluation_overrides(namespace),
-                  evaluate=not namespace.no_eval, progress=False, tensorboard=namespace.log == "tensorboard",
-                  resume=True, force=False, threads=None)
-    return RunConfig(**values)
-
-
 def expand(blocks: list[Block], run_options: RunOptions, registry, main_out: Path,
            resolve_device: bool = True) -> list[CellSpec]:
     """Every cell of every block, checked as `run` checks it (names, options, budget) before anything runs.
@@ -339,7 +295,7 @@ def expand(blocks: list[Block], run_options: RunOptions, registry, main_out: Pat
             for profile in block.axes["profiles"]:
                 for seed in block.axes["seeds"]:
                     for strategy in block.axes["strategies"]:
-                        cfg = _check(lambda: run_config(namespace, strategy, stream, seed, profile), where)
+                        cfg = _check(lambda: run_config_from_args(namespace, strategy, stream, seed, profile, **CELL), where)
                         if not resolve_device and cfg.device != "cpu":
                             cfg.device = "cpu"
                         # bf16 on a CPU warns once per cell: the warning is the run's to give, not the plan's
