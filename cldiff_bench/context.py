@@ -1,5 +1,6 @@
-"""What a run trains and scores with, built once from its settings: the stream, the diffusion core, the strategy,
-the evaluator, the cost meter and the loss log. `cldiff-bench run` and `cldiff-bench evaluate` share it."""
+"""What a run trains and scores with, built once from its settings and the registry it was given: the stream, the
+diffusion core, the strategy, the evaluator, the cost meter and the loss log. `cldiff-bench run` and
+`cldiff-bench evaluate` share it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,16 +11,19 @@ import torch
 
 from .core import DiffusionCore
 from .cost import CostMeter
+from .diffusion.samplers import DEFAULT_SAMPLER, get_sampler
 from .diffusion.seeding import derive_seeds
 from .diffusion.unet import UNetConfig, model_config
 from .losslog import LossLog
 from .model_source import fingerprint, weights_for
 from .settings import RunSettings
+from .strategy import build_strategy
 from .streams.base import Stream, to_uint8
 from .training import GRAD_CLIP
 
 if TYPE_CHECKING:
     from .evaluation import Evaluator
+    from .registry import Registry
     from .strategy import Strategy
 
 # Distinct from the training loop's data order (10) and flips (12), and from scoring's samples (13).
@@ -40,19 +44,23 @@ class RunContext:
     loss_log: LossLog | None = None  # opened once the run directory is ready (see `open_loss_log`)
 
     @classmethod
-    def build(cls, settings: RunSettings) -> RunContext:
+    def build(cls, settings: RunSettings, registry: Registry) -> RunContext:
+        """`registry`: the run's (built-ins, entry points, `--plugin` modules), where its sampler, its strategy's
+        teacher accelerator and whatever else the strategy names are looked up."""
+        samplers = registry.samplers()
+        get_sampler(metric_sampler(settings), samplers)  # a misspelt name is refused before any data is read
         stream = settings.stream_spec.build(settings.data_root, settings.seed, settings.cache_dir).at_size(
             settings.budget.image_size)
         unet_config = model_config(settings.budget.model, settings.model_preset, stream.image_shape[0])
         meter = CostMeter(settings.device)
         core = DiffusionCore(unet_config, stream.image_shape, settings.device, meter, init_seed=settings.seed,
                              precision=settings.precision, speed=settings.speed,
-                             ema_decay=settings.budget.ema_decay)
+                             ema_decay=settings.budget.ema_decay, samplers=samplers)
         if settings.init_model:
             # Read before anything is written, so a wrong file is refused at once; restored runs overwrite it.
             core.model.load_state_dict(weights_for(settings.init_model, unet_config))
             core.reset_ema()
-        strategy = settings.strategy_cls(core, settings.strategy_options)
+        strategy = build_strategy(settings.strategy_cls, core, settings.strategy_options, registry)
         evaluator = _evaluator(settings, stream, meter) if settings.evaluate else None
         return cls(settings, stream, unet_config, meter, core, strategy, evaluator)
 
@@ -73,11 +81,19 @@ class RunContext:
             "augmentation": {"horizontal_flip": s.hflip},
             "study_seeds": list(s.study_seeds) if s.study_seeds else None,
             "init_model": fingerprint(s.init_model) if s.init_model else None,
-            "evaluation": s.recorded_evaluation(),
+            "evaluation": self.recorded_evaluation(),
             "class_order": list(self.stream.class_order),
             # Only for a variant, so the configurations (and hashes) of plain runs stay what they were.
             **({"variant": s.variant} if s.variant != s.strategy else {}),
         }
+
+    def recorded_evaluation(self) -> dict | None:
+        """The evaluation settings as the configuration records them: the sampler only where it is not the
+        default, so the configurations (and hashes) of runs made before it could be chosen stay."""
+        recorded = self.settings.recorded_evaluation()
+        if recorded is not None and recorded.get("sampler") == DEFAULT_SAMPLER:
+            recorded = {k: v for k, v in recorded.items() if k != "sampler"}
+        return recorded
 
     def open_loss_log(self, run_dir: Path, task: int, iteration: int) -> LossLog:
         # Not in `build`: its TensorBoard folder would be in the way of the run directory's checks and clearing.
@@ -86,9 +102,9 @@ class RunContext:
         return self.loss_log
 
     def sampler(self, model: torch.nn.Module) -> Sampler:
-        """Metric samples of `model` (a frozen copy) by seed, drawn with the evaluation's DDIM steps."""
-        steps = self.settings.fid_steps
-        return lambda seeds: self.core.generate(model, list(seeds), steps)
+        """Metric samples of `model` (a frozen copy) by seed, drawn with the evaluation's sampler and steps."""
+        steps, sampler = self.settings.fid_steps, metric_sampler(self.settings)
+        return lambda seeds: self.core.generate(model, list(seeds), steps, sampler=sampler)
 
     def evaluate(self, k: int, student: torch.nn.Module, model_state: dict) -> dict:
         """The metrics after task k of `student`, the frozen copy of `model_state`; {} when not evaluated."""
@@ -103,11 +119,16 @@ class RunContext:
         with self.meter.phase("evaluation"):
             # The same seeds after every task, so the grids show how the same samples change over the stream.
             seeds = derive_seeds(self.settings.budget.grid_samples, self.settings.seed, PURPOSE_GRID)
-            images = to_uint8(self.core.generate(student, seeds, self.settings.fid_steps)).cpu()
+            images = to_uint8(self.sampler(student)(seeds)).cpu()
             captions = None
             if self.evaluator is not None:
                 captions = [self.stream.class_names[c] for c in self.evaluator.label(images)]
         return images, captions
+
+
+def metric_sampler(settings: RunSettings) -> str:
+    """The registered sampler a run's metric samples and sample grids are drawn with (evaluation setting sampler)."""
+    return settings.evaluation.get("sampler", DEFAULT_SAMPLER)
 
 
 def _evaluator(settings: RunSettings, stream: Stream, meter: CostMeter) -> Evaluator:

@@ -40,8 +40,9 @@ say = tqdm.write  # --no-progress hides the bars only; these lines are what a sw
 class Run:
     """One (strategy, stream, profile, seed) cell: train task by task, evaluate, checkpoint, write the result."""
 
-    def __init__(self, settings: RunSettings):
+    def __init__(self, settings: RunSettings, registry: Registry):
         self.settings = settings
+        self.registry = registry
         self.dir = RunDir(settings.run_dir)
         self.records: list[dict] = []
 
@@ -49,7 +50,7 @@ class Run:
         started = time.time()
         # Everything the run needs is checked (and built) before it claims its directory: a refused run writes
         # nothing.
-        context = RunContext.build(self.settings)
+        context = RunContext.build(self.settings, self.registry)
         with claimed(self.dir.path):
             return self._execute(context, started)
 
@@ -145,7 +146,7 @@ def claimed(run_dir: Path):
 
 
 def run(cfg: RunConfig, registry: Registry) -> Path:
-    return Run(resolve_settings(cfg, registry)).execute()
+    return Run(resolve_settings(cfg, registry), registry).execute()
 
 
 def evaluate_run(run_dir: Path, evaluation: dict[str, Any], registry: Registry, output: Path | None = None,
@@ -165,7 +166,7 @@ def evaluate_run(run_dir: Path, evaluation: dict[str, Any], registry: Registry, 
                     precision=config.get("precision", "fp32"), **config.get("speed", {}),
                     evaluation={**(config.get("evaluation") or {}), **evaluation}, progress=progress)
     settings = resolve_settings(cfg, registry)
-    context = RunContext.build(settings)
+    context = RunContext.build(settings, registry)
     records = json.loads(json.dumps(original["tasks"]))
     for k, record in enumerate(records):
         state = run_dir.load_task_model(k)
@@ -177,7 +178,7 @@ def evaluate_run(run_dir: Path, evaluation: dict[str, Any], registry: Registry, 
     result["tasks"] = records
     result["metrics"] = metric_matrix(records)
     result["evaluation"] = context.evaluator.describe()
-    result["config"] = {**config, "evaluation": settings.recorded_evaluation()}
+    result["config"] = {**config, "evaluation": context.recorded_evaluation()}
     output = output or run_dir.path / f"result-{settings.eval_settings.extractor}.json"
     atomic_write_json(output, result)
     return output

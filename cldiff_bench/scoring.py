@@ -104,16 +104,17 @@ def score_model(model_path: str, stream_name: str, task: int, profile_name: str,
                 image_size: int | None = None, sampler: str | None = None) -> dict:
     """FID, KLD and ARD of one model's samples, against the classes seen after `task` of the seed's class order
     (e.g. a diffusers UNet2DModel the study's code trained, or a run's models/taskK.pt); at `image_size`, or the
-    profile's. Drawn with the model's prediction type, with `sampler` (default: the one its file names, else DDIM)
-    and at the steps its file names (a distilled model's) unless evaluation's fid_steps says otherwise."""
+    profile's. Drawn with the model's prediction type, with the registered `sampler` (default: evaluation's sampler,
+    else the one its file names, else DDIM) and at the steps its file names (a distilled model's) unless
+    evaluation's fid_steps says otherwise."""
     spec = registry.stream(stream_name)
     profile = get_profile(profile_name, stream_name)
     device_ = resolve_device(device)
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     sampling = model_sampling(model_path)
-    sampler = sampler or sampling["sampler"]
-    get_sampler(sampler, registry.samplers())  # an unknown name is refused before any work
     evaluation = dict(evaluation or {})
+    evaluation["sampler"] = sampler or evaluation.get("sampler") or sampling["sampler"]
+    get_sampler(evaluation["sampler"], registry.samplers())  # an unknown name is refused before any work
     if sampling["steps"] is not None:
         evaluation.setdefault("fid_steps", sampling["steps"])
     settings = EvalSettings(**{**evaluation_settings(profile, spec), **evaluation, "compute_accuracy": False})
@@ -133,9 +134,10 @@ def score_model(model_path: str, stream_name: str, task: int, profile_name: str,
     evaluator.preflight()
     frozen = core.frozen_copy(checked_weights(model_path, file_config, state, config), role="student")
     seeds = derive_seeds(settings.num_generated, seed, task, PURPOSE_SCORE)
-    images = generate_images(lambda chunk: core.generate(frozen, list(chunk), settings.fid_steps, sampler=sampler),
+    images = generate_images(lambda chunk: core.generate(frozen, list(chunk), settings.fid_steps,
+                                                         sampler=settings.sampler),
                              seeds, settings.batch_size, stream.image_shape, progress, "samples")
     return {"model": fingerprint(model_path), "stream": stream_name, "task": task, "seed": seed,
             "profile": profile_name, "unet": config.to_dict(),
-            "sampling": {"sampler": sampler, "steps": settings.fid_steps, "prediction": config.prediction},
+            "sampling": {"sampler": settings.sampler, "steps": settings.fid_steps, "prediction": config.prediction},
             "metrics": evaluator.score_images(task, images), "evaluation": evaluator.describe()}

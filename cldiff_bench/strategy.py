@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,9 @@ from .diffusion.parameterisation import output_for, per_sample
 from .diffusion.seeding import derive_seeds, generator
 from .errors import UserError
 from .streams.base import ImageSet, Stream
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 # Purposes that key the random draws of one iteration (see diffusion/seeding.py).
 PURPOSE_DATA_NOISE = 1
@@ -123,6 +126,9 @@ class Strategy:
     # "replay" (generative replay from the previous model), "none" (current task only) or "joint" (union so far).
     solver_mode: ClassVar[str] = "replay"
     options: ClassVar[dict[str, Option]] = {}
+    # The run's plugin registry: where plugins the options name are looked up (a teacher accelerator's distillation
+    # method). `build_strategy` sets it, so the constructor keeps the protocol's two arguments.
+    registry: Registry | None = None
 
     def __init__(self, core: DiffusionCore, options: dict[str, Any] | None = None):
         self.core = core
@@ -160,6 +166,11 @@ class Strategy:
             for k in late:
                 del resolved[k]
         return resolved
+
+    @classmethod
+    def check_registered(cls, options: dict[str, Any], registry: Registry) -> None:
+        """Refuse resolved option values that name plugins `registry` does not hold; the second half of the option
+        handling, which needs the run's registry. None here; see `TeacherStrategy`."""
 
     @classmethod
     def variant(cls, stream_name: str, resolved: dict[str, Any]) -> str:
@@ -206,3 +217,12 @@ class Strategy:
 
     def describe(self) -> dict:
         return {"name": self.name, "options": dict(self.option_values), "solver_mode": self.solver_mode}
+
+
+def build_strategy(cls: type[Strategy], core: DiffusionCore, options: dict[str, Any], registry: Registry) -> Strategy:
+    """The strategy `cls` of a run: its resolved `options` checked against the run's `registry`, which it keeps to
+    look up what they name."""
+    cls.check_registered(options, registry)
+    strategy = cls(core, options)
+    strategy.registry = registry
+    return strategy

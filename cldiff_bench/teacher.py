@@ -11,28 +11,37 @@ forward over the concatenated real + replay batch, and the study's loss weightin
     (1 / (k + 1)) * data_loss + (1 - 1 / (k + 1)) * lambda * replay_loss.
 
 Teacher accelerators (option teacher_accel, gr and gd): before the first replay of a task, the frozen teacher is
-distilled (progressive or direct self-distillation, cldiff_bench/distill) down to teacher_steps, and the replay
-samples are drawn from the distilled copy. Targets that ask the teacher's prediction (gd) still ask the frozen
-teacher itself: a distilled model's output at a timestep is a jump to the next of its few steps, not the denoiser
-the student learns. The distillation is data-free (no earlier task's images) and its cost is the run's: the phase
-teacher_distillation and teacher NFEs.
+distilled down to teacher_steps by a data-free distillation method of the run's registry (pd, dsd or a plugin's;
+cldiff_bench/distill), and the replay samples are drawn from the distilled copy. Targets that ask the teacher's
+prediction (gd) still ask the frozen teacher itself: a distilled model's output at a timestep is a jump to the next
+of its few steps, not the denoiser the student learns. The distillation is data-free (no earlier task's images)
+and its cost is the run's: the phase teacher_distillation and teacher NFEs.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .errors import UserError, unknown_name
 from .strategy import PURPOSE_DATA_NOISE, PURPOSE_REPLAY_NOISE, PURPOSE_REPLAY_SAMPLES, Batch, LossTerms, Option, Strategy
+
+if TYPE_CHECKING:
+    from .distill import DistillMethod
+    from .registry import Registry
 
 LAMBDA_HELP = "weight of the replay loss relative to the data loss"
 TEACHER_STEPS = Option(2, "DDIM steps of the teacher's replay samples (study: 2 on Fashion-MNIST, 10 on CIFAR-10)",
                        per_stream={"cifar10-5": 10}, minimum=1)
 TEACHER_ETA = Option(0.0, "DDIM eta of the teacher's replay samples (0 = deterministic)", minimum=0.0)
 # The accelerator's options, recorded only when one is used (so runs without it keep their configurations).
-TEACHER_ACCEL = Option("none", "distil the teacher down to teacher_steps before replay: none, pd (progressive "
-                       "distillation) or dsd (direct self-distillation)", choices=("none", "pd", "dsd"),
-                       omit_default=True, names_variant=True)
+# Its values are checked against the run's registry (`accelerator_method`), not a fixed list: a plugin's method
+# accelerates a teacher as the built-in ones do.
+TEACHER_ACCEL = Option("none", "distil the teacher down to teacher_steps before replay: none, or a registered "
+                       "data-free distillation method (pd: progressive distillation, dsd: direct self-distillation, "
+                       "a plugin's; `cldiff-bench list`)", omit_default=True, names_variant=True)
 # One halving round from twice the teacher's steps, at 600 updates and learning rate 1e-3: measured on fmnist-5's
 # task-0 model (seed 0), 2-step FID 26 against plain DDIM's 42, in 132 s on one thread. Longer chains lose it: from
 # 16 down to 2 the student's FID was 42-44 at every step count, the error made where the epsilon teacher's first
@@ -54,6 +63,21 @@ TEACHER_ACCEL_OPTIONS = {"teacher_accel": TEACHER_ACCEL, "teacher_accel_from": T
                          "teacher_accel_convert_updates": TEACHER_ACCEL_CONVERT,
                          "teacher_accel_learning_rate": TEACHER_ACCEL_LEARNING_RATE}
 PURPOSE_TEACHER_ACCEL = 4  # keys the accelerator's noise with (seed, task); after strategy.py's replay purposes
+
+
+def accelerator_method(registry: Registry | None, name: str) -> type[DistillMethod]:
+    """The distillation method `name` (option teacher_accel) among those `registry` holds that need no images: a
+    teacher strategy keeps none of an earlier task's."""
+    if registry is None:
+        raise ValueError("this strategy was built without the run's registry (see strategy.build_strategy)")
+    methods = registry.entries("distiller")
+    data_free = sorted(n for n, entry in methods.items() if not entry.obj.needs_data)
+    if name in methods and name not in data_free:
+        raise UserError(f"option teacher_accel: the distillation method {name!r} learns from images, which a teacher "
+                        f"strategy has none of; data-free ones: none, {', '.join(data_free)}")
+    if name not in data_free:
+        raise unknown_name("teacher accelerator (option teacher_accel)", name, ["none", *data_free])
+    return methods[name].obj
 
 
 def loss_weights(k: int, lam: float) -> tuple[float, float]:
@@ -87,7 +111,6 @@ class TeacherStrategy(Strategy):
         self.teacher_accel = self.option("teacher_accel") if "teacher_accel" in self.options else "none"
         if self.teacher_accel != "none":
             from .distill import halving_rounds
-            from .errors import UserError
             try:
                 halving_rounds(self.option("teacher_accel_from"), self.option("teacher_steps"))
             except UserError as exc:
@@ -97,6 +120,12 @@ class TeacherStrategy(Strategy):
                 raise UserError("teacher_accel distils deterministic DDIM steps: teacher_eta must be 0")
             if not self.option("teacher_accel_learning_rate") > 0:
                 raise UserError("option teacher_accel_learning_rate must be positive")
+
+    @classmethod
+    def check_registered(cls, options, registry):
+        super().check_registered(options, registry)
+        if options.get("teacher_accel", "none") != "none":
+            accelerator_method(registry, options["teacher_accel"])
 
     # --- the two axes --------------------------------------------------------------------------------------------
     def replay_inputs(self, batch: Batch, x_t: torch.Tensor, t: torch.Tensor):
@@ -139,7 +168,7 @@ class TeacherStrategy(Strategy):
     def accelerated_teacher(self, batch: Batch) -> torch.nn.Module:
         """The teacher distilled down to teacher_steps (made at the task's first replay, then kept)."""
         if self.replay_teacher is None:
-            from .distill import BUILTIN_METHODS, DistillOptions, accelerate_teacher
+            from .distill import DistillOptions, accelerate_teacher
             options = DistillOptions(method=self.teacher_accel, target_steps=self.option("teacher_steps"),
                                      from_steps=self.option("teacher_accel_from"),
                                      updates=self.option("teacher_accel_updates"), batch_size=len(batch.x0),
@@ -147,7 +176,7 @@ class TeacherStrategy(Strategy):
                                      convert_updates=self.option("teacher_accel_convert_updates") or None)
             state = {k: v.float() for k, v in self.teacher.state_dict().items()}
             self.replay_teacher, record = accelerate_teacher(
-                self.core, state, self.teacher.config, BUILTIN_METHODS[self.teacher_accel], options,
+                self.core, state, self.teacher.config, accelerator_method(self.registry, self.teacher_accel), options,
                 keys=(batch.seed, PURPOSE_TEACHER_ACCEL, self.task))
             tqdm.write(f"task {self.task}: teacher distilled with {self.teacher_accel}, "
                        + ", ".join(f"{r['teacher_steps']}->{r['student_steps']} steps (loss {r['mean_loss']:.4g})"

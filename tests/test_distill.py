@@ -22,6 +22,7 @@ from cldiff_bench.distill.objective import ddim_step, pd_target, step_grid, stud
 from cldiff_bench.errors import UserError
 from cldiff_bench.model_source import save_model_file
 from cldiff_bench.registry import load_registry
+from cldiff_bench.strategy import build_strategy
 from tests.helpers import MICRO_UNET, batch
 from tests.test_leaderboard import make_result
 
@@ -263,9 +264,10 @@ def test_killed_distillation_resumes_to_the_same_result(tmp_path, variant):
 # --- teacher_accel inside continual learning -------------------------------------------------------------------------
 
 def gd_with(options: dict, core=None):
-    cls = load_registry().strategy("gd")
+    registry = load_registry()
+    cls = registry.strategy("gd")
     core = core or DiffusionCore(MICRO_UNET, (1, 32, 32), torch.device("cpu"))
-    return cls(core, cls.resolve_options("digits-5", options)), core
+    return build_strategy(cls, core, cls.resolve_options("digits-5", options), registry), core
 
 
 def test_teacher_accel_is_recorded_only_when_used():
@@ -276,9 +278,12 @@ def test_teacher_accel_is_recorded_only_when_used():
     assert cls.resolve_options("digits-5", {"teacher_accel": "pd"}) == {
         **plain, "teacher_accel": "pd", "teacher_accel_from": 4, "teacher_accel_updates": 600,
         "teacher_accel_convert_updates": 0, "teacher_accel_learning_rate": 1e-3}
-    for bad, message in (({"teacher_accel": "fast"}, "must be one of none, pd, dsd"),):
-        with pytest.raises(UserError, match=message):
-            cls.resolve_options("digits-5", bad)
+    # A name is checked against the run's registry: its data-free methods, and none.
+    with pytest.raises(UserError, match=r"unknown teacher accelerator \(option teacher_accel\) 'fast'.*"
+                                        r"Known: dsd, none, pd$"):
+        gd_with({"teacher_accel": "fast"})
+    with pytest.raises(UserError, match="'dsd-anchored' learns from images.*data-free ones: none, dsd, pd"):
+        gd_with({"teacher_accel": "dsd-anchored"})
     with pytest.raises(UserError, match="power of two"):
         gd_with({"teacher_accel": "pd", "teacher_steps": 3})
     with pytest.raises(UserError, match="teacher_eta must be 0"):
@@ -299,8 +304,9 @@ def test_an_accelerated_run_is_a_variant_with_its_own_directory_and_board_row(tm
     plain, accelerated = settings(), settings(teacher_accel="pd")
     assert plain.run_dir == tmp_path / "digits-5" / "tiny" / "gd" / "seed0"
     assert accelerated.run_dir == tmp_path / "digits-5" / "tiny" / "gd+pd" / "seed0"
-    assert "variant" not in RunContext.build(plain).resolved_config()  # plain runs keep their configuration
-    assert RunContext.build(accelerated).resolved_config()["variant"] == "gd+pd"
+    registry = load_registry()
+    assert "variant" not in RunContext.build(plain, registry).resolved_config()  # plain runs keep their configuration
+    assert RunContext.build(accelerated, registry).resolved_config()["variant"] == "gd+pd"
 
     runs = [make_result("gd", s, {"fid": 10.0 + s}) for s in (0, 1)]
     for seed in (0, 1):

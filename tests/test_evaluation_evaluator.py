@@ -13,10 +13,12 @@ from cldiff_bench.cost import CostMeter
 from cldiff_bench.diffusion.seeding import per_sample_normal
 from cldiff_bench.errors import UserError
 from cldiff_bench.evaluation import EvalSettings, Evaluator, train_evaluation_classifier
+from cldiff_bench.registry import load_registry
 from cldiff_bench.streams.base import ImageSet, Stream, Task
 
 NUM_CLASSES = 4
 SHAPE = (3, 32, 32)
+EXTRACTORS = load_registry().extractors()
 # A distinct colour per class: easy for a small CNN after one epoch, so the numbers below mean something.
 COLOURS = torch.tensor([[-0.8, -0.8, 0.8], [0.8, -0.8, -0.8], [-0.8, 0.8, -0.8], [0.8, 0.8, 0.8]])
 
@@ -62,7 +64,8 @@ def run_stream(stream, tmp, seed=3, mode="replay", settings=None, meter=None, st
     settings = EvalSettings(**(settings or SETTINGS))
     # The synthetic data set has no pinned ruler: it is made explicitly, once per cache, as train-evaluator does.
     train_evaluation_classifier(stream, settings, tmp, torch.device("cpu"), progress=False)
-    ev = Evaluator(stream, settings, tmp, torch.device("cpu"), seed, meter=meter, progress=False)
+    ev = Evaluator(stream, settings, tmp, torch.device("cpu"), seed, meter=meter, progress=False,
+                   extractors=EXTRACTORS)
     results = []
     start = 0
     if state is not None:
@@ -126,7 +129,7 @@ def test_after_task_reports_every_metric(stream, first_run):
 def test_a_forgetful_model_scores_worse(stream, first_run):
     cache, _, _, results = first_run
     ev = Evaluator(stream, EvalSettings(**SETTINGS, compute_accuracy=False), cache, torch.device("cpu"), 3,
-                   progress=False)
+                   progress=False, extractors=EXTRACTORS)
     bad = ev.after_task(1, model_after(stream, 1, wrong=True), None, "replay")
     assert "accuracy" not in bad
     assert bad["real_stats_hash"] == results[1]["real_stats_hash"]  # same cached reference statistics
@@ -166,11 +169,11 @@ def test_solver_modes_and_classifier_reuse(stream, first_run):
 
 def test_settings_errors(stream, tmp_path):
     with pytest.raises(UserError, match="extractor"):
-        Evaluator(stream, EvalSettings(extractor="inceptoin"), tmp_path, torch.device("cpu"), 0)
+        Evaluator(stream, EvalSettings(extractor="inceptoin"), tmp_path, torch.device("cpu"), 0, extractors=EXTRACTORS)
     with pytest.raises(UserError, match="KD direction"):
-        Evaluator(stream, EvalSettings(kd_direction="reverse"), tmp_path, torch.device("cpu"), 0)
+        Evaluator(stream, EvalSettings(kd_direction="reverse"), tmp_path, torch.device("cpu"), 0, extractors=EXTRACTORS)
     ev = Evaluator(stream, EvalSettings(**SETTINGS, compute_fid=False), tmp_path, torch.device("cpu"), 0,
-                   progress=False)
+                   progress=False, extractors=EXTRACTORS)
     with pytest.raises(UserError, match="solver mode"):
         ev.after_task(0, model_after(stream, 0), None, "replya")
 
@@ -179,9 +182,9 @@ def test_settings_errors(stream, tmp_path):
 def test_real_subset_is_the_same_for_every_run_seed(stream, first_run):
     cache, _, _, results = first_run
     settings = EvalSettings(**SETTINGS, num_real=10, compute_accuracy=False)
-    a = Evaluator(stream, settings, cache, torch.device("cpu"), 3, progress=False).after_task(
+    a = Evaluator(stream, settings, cache, torch.device("cpu"), 3, progress=False, extractors=EXTRACTORS).after_task(
         1, model_after(stream, 1), None, "replay")
-    b = Evaluator(stream, settings, cache, torch.device("cpu"), 5, progress=False).after_task(
+    b = Evaluator(stream, settings, cache, torch.device("cpu"), 5, progress=False, extractors=EXTRACTORS).after_task(
         1, model_after(stream, 1), None, "replay")
     assert a["num_real"] == b["num_real"] == 10
     assert a["real_stats_hash"] == b["real_stats_hash"] != results[1]["real_stats_hash"]
@@ -198,11 +201,12 @@ def offline_inception_missing() -> bool:
 def test_offline_inception_real_statistics(stream, first_run):
     cache, _, _, _ = first_run
     settings = EvalSettings(**{**SETTINGS, "batch_size": 8}, num_real=8, extractor="inception-offline")
-    ev = Evaluator(stream, settings, cache, torch.device("cpu"), 3, progress=False)
+    ev = Evaluator(stream, settings, cache, torch.device("cpu"), 3, progress=False, extractors=EXTRACTORS)
     stats, digest, n = ev.real_statistics(0)
     assert n == 8 and stats["mu"].shape == (2048,) and stats["sigma"].shape == (2048, 2048)
     assert stats["mu"].min() >= 0 and stats["mu"].mean() > 0.05
-    again = Evaluator(stream, settings, cache, torch.device("cpu"), 4, progress=False).real_statistics(0)
+    again = Evaluator(stream, settings, cache, torch.device("cpu"), 4, progress=False,
+                      extractors=EXTRACTORS).real_statistics(0)
     assert again[1] == digest  # from the cache
     d = ev.describe()
     assert "not bit for bit" in d["offline_inception"]["difference_from_inception"]
@@ -216,7 +220,7 @@ def test_after_task_with_offline_inception(stream, first_run):
     cache, _, _, _ = first_run
     settings = EvalSettings(**{**SETTINGS, "num_generated": 8, "batch_size": 8}, num_real=8,
                             extractor="inception-offline", compute_accuracy=False)
-    ev = Evaluator(stream, settings, cache, torch.device("cpu"), 3, progress=False)
+    ev = Evaluator(stream, settings, cache, torch.device("cpu"), 3, progress=False, extractors=EXTRACTORS)
     r = ev.after_task(0, model_after(stream, 0), None, "replay")
     assert r["fid_extractor"] == "inception-offline" and r["num_real"] == 8 and r["num_generated"] == 8
     assert math.isfinite(r["fid"]) and r["fid"] > 0
@@ -229,7 +233,6 @@ def test_runs_of_every_seed_share_one_evaluation_classifier(tmp_path):
     labels (KLD) are the same for every seed's class order, and metrics can be averaged over seeds."""
     from cldiff_bench.context import RunContext
     from cldiff_bench.evaluation.classifier import canonical_train_set, holdout_split
-    from cldiff_bench.registry import load_registry
     from cldiff_bench.settings import RunConfig, resolve_settings
 
     registry = load_registry()
@@ -237,7 +240,8 @@ def test_runs_of_every_seed_share_one_evaluation_classifier(tmp_path):
     for seed in (0, 1, 2):
         context = RunContext.build(resolve_settings(RunConfig(strategy="naive", stream="digits-5", profile="tiny",
                                                               seed=seed, out=tmp_path,
-                                                              cache_dir=str(tmp_path / "cache")), registry))
+                                                              cache_dir=str(tmp_path / "cache")), registry),
+                                   registry)
         streams[seed] = context.stream
         versions[seed] = context.evaluator.describe()["evaluation_classifier"]["version"]
     assert len(set(versions.values())) == 1

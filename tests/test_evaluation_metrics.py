@@ -13,6 +13,7 @@ from cldiff_bench.evaluation import (class_histogram, fid_from_features, kd_loss
                                      total_variation)
 from cldiff_bench.evaluation.networks import build_network
 from cldiff_bench.evaluation.features import build_extractor, extract_features
+from cldiff_bench.registry import load_registry
 
 
 def scipy_frechet(f1: np.ndarray, f2: np.ndarray) -> float:
@@ -36,7 +37,7 @@ def smooth_images(n: int, seed: int, channels: int = 3) -> torch.Tensor:
 def classifier_extractor():
     # Any network with features and a head will do: these tests check the FID arithmetic, not the ruler.
     model = build_network("small-cnn", 5, init_seed=123)
-    return build_extractor("classifier", model, torch.device("cpu"))
+    return build_extractor("classifier", model, torch.device("cpu"), load_registry().extractors())
 
 
 def test_class_histogram_counts_all_classes_including_unseen():
@@ -107,7 +108,7 @@ def test_fid_grows_with_added_noise(classifier_extractor):
 
 def test_unknown_extractor_is_a_user_error():
     with pytest.raises(UserError, match="unknown FID feature extractor 'inceptoin'.*inception"):
-        build_extractor("inceptoin", None, torch.device("cpu"))
+        build_extractor("inceptoin", None, torch.device("cpu"), load_registry().extractors())
 
 
 def test_kd_loss_directions_on_hand_made_logits():

@@ -149,9 +149,9 @@ def _digits_stream(tmp_path):
 def test_evaluator_looks_extractors_up_in_the_mapping_it_is_given(tmp_path):
     stream = _digits_stream(tmp_path)
     settings = EvalSettings(**DIGITS, extractor="image-stats", compute_accuracy=False, num_real=20, batch_size=16)
-    # Without a mapping: the installed extractors, which a --plugin module is not among.
+    # A registry without the --plugin module does not hold its extractor.
     with pytest.raises(UserError, match="unknown FID feature extractor 'image-stats'"):
-        Evaluator(stream, settings, tmp_path, torch.device("cpu"), 0)
+        Evaluator(stream, settings, tmp_path, torch.device("cpu"), 0, extractors=load_registry().extractors())
     ev = Evaluator(stream, settings, tmp_path, torch.device("cpu"), 0, progress=False,
                    extractors=load_registry([PLUGIN]).extractors())
     ev.preflight()  # builds the extractor (it needs no classifier), so a broken one fails before any training

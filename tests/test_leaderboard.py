@@ -102,6 +102,17 @@ def test_results_scored_by_two_trainings_of_one_classifier_recipe_are_refused():
     assert table.rows[0].seeds == [0, 1]
 
 
+def test_results_drawn_with_another_sampler_are_refused_and_ddim_is_the_unnamed_one():
+    from cldiff_bench.leaderboard.aggregate import LoadedResult
+    plain, named, other = (make_result(s, 0, {"fid": 5.0}) for s in ("naive", "gd", "lwf"))
+    named["config"]["evaluation"]["sampler"] = "ddim"
+    other["config"]["evaluation"]["sampler"] = "dpmpp-2m"
+    (table,) = build_tables([LoadedResult("a.json", plain), LoadedResult("b.json", named)])
+    assert len(table.rows) == 2
+    with pytest.raises(UserError, match=r"metric sampler: .*ddim.*dpmpp-2m"):
+        build_tables([LoadedResult("a.json", plain), LoadedResult("c.json", other)])
+
+
 def test_duplicate_seed_is_refused(results_dir, tmp_path):
     other = tmp_path / "copy"
     write(other, make_result("gd", 1, {"fid": 99.0}))

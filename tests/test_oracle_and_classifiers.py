@@ -27,7 +27,7 @@ def test_oracle_scores_real_held_out_images_far_below_pure_noise(tmp_path, capsy
     settings = EvalSettings(**evaluation_settings(get_profile("tiny"), spec), compute_accuracy=False)
     import os
     evaluator = Evaluator(stream, settings, os.environ["CLDIFF_BENCH_CACHE"], torch.device("cpu"), 0,
-                          progress=False)
+                          progress=False, extractors=registry.extractors())
     g = torch.Generator().manual_seed(0)
     for k, task in enumerate(doc["tasks"]):
         noise = torch.randint(0, 256, (settings.num_generated, 1, 32, 32), generator=g, dtype=torch.uint8)

@@ -94,11 +94,12 @@ def test_cifar_flips_reach_the_training_batches(tmp_path):
 
     from cldiff_bench.runner import Run
     from cldiff_bench.settings import RunConfig, resolve_settings
+    registry = load_registry()
     first_batches = []
     for flip in (True, False):
         settings = resolve_settings(RunConfig(strategy="naive", stream="digits-5", profile="tiny", device="cpu",
                                               budget={"iterations": 1}, out=tmp_path / str(flip), evaluate=False,
-                                              progress=False), load_registry())
+                                              progress=False), registry)
         seen = []
 
         class Recording(settings.strategy_cls):
@@ -106,7 +107,7 @@ def test_cifar_flips_reach_the_training_batches(tmp_path):
                 seen.append(batch.x0.clone())
                 return super().batch_loss(batch)
 
-        Run(replace(settings, hflip=flip, strategy_cls=Recording)).execute()
+        Run(replace(settings, hflip=flip, strategy_cls=Recording), registry).execute()
         first_batches.append(seen[0])
     flipped, plain = first_batches
     mirrored = [torch.equal(f, p.flip(-1)) and not torch.equal(f, p) for f, p in zip(flipped, plain)]

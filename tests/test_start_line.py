@@ -4,6 +4,8 @@ from cldiff_bench.registry import load_registry
 from cldiff_bench.settings import RunConfig, resolve_settings
 from cldiff_bench.start_line import estimated_seconds, start_line
 
+REGISTRY = load_registry()
+
 
 def test_each_strategy_counts_what_one_iteration_trains_and_draws():
     registry = load_registry()
@@ -18,8 +20,8 @@ def test_each_strategy_counts_what_one_iteration_trains_and_draws():
 
 def test_the_estimate_adds_training_replay_and_evaluation(tmp_path):
     settings = resolve_settings(RunConfig(strategy="gd", stream="digits-5", profile="tiny", device="cpu",
-                                          budget={"iterations": 3}, out=tmp_path, progress=False), load_registry())
-    context = RunContext.build(settings)
+                                          budget={"iterations": 3}, out=tmp_path, progress=False), REGISTRY)
+    context = RunContext.build(settings, REGISTRY)
     ev = settings.eval_settings
     training_only = estimated_seconds(settings, context, train_s=1.0, sample_s=0.0)
     assert training_only == 3 * 32 + 4 * 3 * 64  # task 0 on its batch, then real + replayed inputs

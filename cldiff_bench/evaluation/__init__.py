@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 import torch
 import torch_fidelity
 
+from ..diffusion.samplers import DEFAULT_SAMPLER
 from ..diffusion.seeding import derive_seeds, generator
 from ..errors import UserError, unknown_name
 from ..streams.base import ImageSet, Stream
@@ -50,7 +51,10 @@ class EvalSettings:
     num_generated: int = 1000              # generated samples for FID/KLD per task (paper profile: 10000)
     num_real: int | None = None            # real test images used (None = all seen test images)
     batch_size: int = 250                  # generation / feature batch
-    fid_steps: int = 10                    # DDIM steps of the metric samples (the caller samples; recorded only)
+    fid_steps: int = 10                    # sampling steps of the metric samples (the caller samples with them)
+    # The registered sampler the metric samples (and the solver's replay) are drawn with; recorded in a run's
+    # configuration only when it is not the default, so the configurations made before it stay.
+    sampler: str = DEFAULT_SAMPLER
     classifier_arch: str = "ruler-cnn"     # evaluation classifier: "ruler-cnn" (CPU) | "resnet18-imagenet" (study's)
     classifier_epochs: int = 3
     classifier_holdout: float = 1 / 6      # share of each class's training images held out (best epoch, oracle)
@@ -79,7 +83,8 @@ class EvalSettings:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        """Everything but the extractor's name, which is checked against the registry by `resolve_extractor`."""
+        """Everything but the names of the extractor and the sampler, which are checked against the run's registry
+        (`resolve_extractor`; the run's context and `score` for the sampler)."""
         if self.classifier_arch not in CLASSIFIER_ARCHS:
             raise unknown_name("classifier architecture", self.classifier_arch, CLASSIFIER_ARCHS)
         if self.solver_arch not in SOLVER_ARCHS:
@@ -104,12 +109,8 @@ class EvalSettings:
             raise UserError("solver_epochs must be >= 0, kd_temperature and solver_lr > 0")
 
 
-def resolve_extractor(name: str, extractors: Mapping[str, ExtractorSpec] | None = None) -> ExtractorSpec:
-    """The ExtractorSpec of `name` among `extractors` ({name: ExtractorSpec}, e.g. `Registry.extractors()`); without
-    them, among those installed (the built-ins and entry-point plugins)."""
-    if extractors is None:
-        from ..registry import load_registry
-        extractors = load_registry().extractors()
+def resolve_extractor(name: str, extractors: Mapping[str, ExtractorSpec]) -> ExtractorSpec:
+    """The ExtractorSpec of `name` among `extractors` ({name: ExtractorSpec}: the run's `Registry.extractors()`)."""
     if name not in extractors:
         raise unknown_name("FID feature extractor", name, extractors)
     return extractors[name]
@@ -118,12 +119,11 @@ def resolve_extractor(name: str, extractors: Mapping[str, ExtractorSpec] | None 
 class Evaluator:
     """Scores the diffusion model after each task of `stream`; holds the solver between tasks.
 
-    `extractors` ({name: ExtractorSpec}, e.g. the run's `Registry.extractors()`) are where `settings.extractor` is
-    looked up; default: the installed ones (built-ins and entry-point plugins, not `--plugin` modules)."""
+    `extractors` ({name: ExtractorSpec}: the run's `Registry.extractors()`, with its `--plugin` modules') are where
+    `settings.extractor` is looked up."""
 
     def __init__(self, stream: Stream, settings: EvalSettings, cache_dir: pathlib.Path, device: torch.device,
-                 seed: int, meter=None, progress: bool = True,
-                 extractors: Mapping[str, ExtractorSpec] | None = None):
+                 seed: int, meter=None, progress: bool = True, *, extractors: Mapping[str, ExtractorSpec]):
         settings.validate()
         self.extractor_spec = resolve_extractor(settings.extractor, extractors)
         self.stream = stream

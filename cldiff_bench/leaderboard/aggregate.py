@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..diffusion.samplers import DEFAULT_SAMPLER
 from ..errors import UserError
 from ..results import RESULT_NAME
 from .inputs import read_result
@@ -57,6 +58,8 @@ class LoadedResult:
         return {"suite version": self.doc["suite"]["version"], "budget": cfg["budget"], "model": cfg["model"],
                 "precision": cfg.get("precision"), "extractor": ev.get("extractor"),
                 "generated samples": settings.get("num_generated"), "metric sampling steps": settings.get("fid_steps"),
+                # A configuration names its sampler only where it is not DDIM.
+                "metric sampler": settings.get("sampler", DEFAULT_SAMPLER),
                 "evaluation classifier": _classifier_identity(ev.get("evaluation_classifier") or {})}
 
     def scoring(self) -> dict:

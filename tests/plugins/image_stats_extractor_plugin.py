@@ -6,13 +6,10 @@ Registered in tests with `--plugin tests.plugins.image_stats_extractor_plugin`, 
 import torch
 import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.utils import create_feature_extractor
 
-from cldiff_bench.evaluation.features import ensure_registered
 from cldiff_bench.registry import ExtractorSpec, hookimpl
 
 GRID = 4
-TORCH_FIDELITY_NAME = "cldiff-test-image-stats"
 
 
 class ImageStatsFeatureExtractor(FeatureExtractorBase):
@@ -45,8 +42,7 @@ class ImageStatsFeatureExtractor(FeatureExtractorBase):
 
 
 def build(classifier, device, settings):
-    ensure_registered(TORCH_FIDELITY_NAME, ImageStatsFeatureExtractor)
-    return create_feature_extractor(TORCH_FIDELITY_NAME, ["stats"], cuda=False, verbose=False).to(device), "stats"
+    return ImageStatsFeatureExtractor("image-stats", ["stats"]).to(device), "stats"
 
 
 def identity(settings, classifier_info):
