@@ -48,7 +48,6 @@ class RunContext:
         """`registry`: the run's (built-ins, entry points, `--plugin` modules), where its sampler, its strategy's
         teacher accelerator and whatever else the strategy names are looked up."""
         samplers = registry.samplers()
-        get_sampler(metric_sampler(settings), samplers)  # a misspelt name is refused before any data is read
         stream = settings.stream_spec.build(settings.data_root, settings.seed, settings.cache_dir).at_size(
             settings.budget.image_size)
         unet_config = model_config(settings.budget.model, settings.model_preset, stream.image_shape[0])

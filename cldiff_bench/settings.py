@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 
 from .core import SpeedOptions, resolve_precision
+from .diffusion.samplers import DEFAULT_SAMPLER, get_sampler
 from .errors import UserError
 from .io import check_writable_dir
 from .paths import cache_dir as default_cache_dir
@@ -222,8 +223,10 @@ def resolve_settings(cfg: RunConfig, registry: Registry) -> RunSettings:
     if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
         raise UserError(f"--data-root {cfg.data_root} does not exist")
     options = strategy_cls.resolve_options(cfg.stream, cfg.strategy_options, profile.option_defaults)
+    strategy_cls.check_registered(options, registry)  # names of plugins (teacher_accel) refused before any work
     preset = registry.model_preset(budget.model)
     evaluation = {**evaluation_settings(profile, spec), **cfg.evaluation}
+    get_sampler(evaluation.get("sampler", DEFAULT_SAMPLER), registry.samplers())
     return RunSettings(
         strategy=cfg.strategy, stream=cfg.stream, seed=cfg.seed, budget=budget, precision=precision,
         # Flips the study applies to this data set's training images (CIFAR-10), at the profiles that follow it.

@@ -52,7 +52,7 @@ def test_a_teacher_accelerator_the_registry_lacks_is_refused_before_training(plu
 @pytest.mark.slow  # a whole evaluated run
 def test_a_plugins_sampler_draws_a_runs_metric_samples(tmp_path):
     drawn = ancestral_sampler_plugin.DRAWN[0]
-    path = run(RunConfig(strategy="gd", stream="digits-5", profile="tiny", device="cpu", iterations=2,
+    path = run(RunConfig(strategy="gd", stream="digits-5", profile="tiny", device="cpu", budget={"iterations": 2},
                          out=tmp_path, progress=False, evaluation={"sampler": "ancestral", "num_generated": 40}),
                load_registry([ANCESTRAL]))
     result = json.loads(path.read_text())
