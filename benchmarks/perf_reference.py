@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, UNet2DModel
 
 from cldiff_bench.diffusion.schedule import NoiseSchedule
+from cldiff_bench.optimisation import GRAD_CLIP
 from cldiff_bench.profiles import STUDY_LEARNING_RATE
 from cldiff_bench.teacher import loss_weights
-from cldiff_bench.training import GRAD_CLIP
 from perf_ours import strategy_options
 
 # The study's networks, as diffusers configurations (our paper presets reproduce them block for block).

@@ -16,10 +16,10 @@ from .diffusion.seeding import derive_seeds
 from .diffusion.unet import UNetConfig, model_config
 from .losslog import LossLog
 from .model_source import fingerprint, weights_for
+from .optimisation import GRAD_CLIP
 from .settings import RunSettings
 from .strategy import build_strategy
 from .streams.base import Stream, to_uint8
-from .training import GRAD_CLIP
 
 if TYPE_CHECKING:
     from .evaluation import Evaluator

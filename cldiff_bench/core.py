@@ -15,6 +15,7 @@ from .cost import CostMeter
 from .diffusion import NoiseSchedule, UNet, UNetConfig
 from .diffusion.samplers import DEFAULT_SAMPLER, Sampler, SamplerSpec, get_sampler
 from .diffusion.seeding import derive_seed
+from .optimisation import WeightAverage
 
 SEED_PURPOSE_INIT = 0x1A17
 PRECISIONS = ("fp32", "bf16")
@@ -123,8 +124,7 @@ class DiffusionCore:
         # Sampling weights: an exponential moving average of the trained ones where the budget asks for it. The
         # teacher, the saved task models and the metrics all use them; training continues from the raw weights.
         self.ema_decay = ema_decay
-        self.ema: UNet | None = None
-        self.ema_updates = 0
+        self.ema: WeightAverage | None = None
         if ema_decay is not None:
             self.reset_ema()
         self.schedule = NoiseSchedule(device=self.device)
@@ -168,35 +168,21 @@ class DiffusionCore:
         """Start the average afresh from the current weights (at the start, and after loading other weights)."""
         if self.ema_decay is None:
             return
-        self.ema = UNet(self.config).to(self.device)
-        self.ema.load_state_dict(self.model.state_dict())
-        self.ema.eval().requires_grad_(False)
-        self.ema_updates = 0
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """One step of the average, after an optimizer step. The decay warms up as (1 + n) / (10 + n) so the
-        random initial weights are forgotten within the first task."""
-        if self.ema is None:
-            return
-        decay = min(self.ema_decay, (1 + self.ema_updates) / (10 + self.ema_updates))
-        torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1.0 - decay)
-        self.ema_updates += 1
+        self.ema = WeightAverage(self.model, UNet(self.config).to(self.device), self.ema_decay)
 
     def sampling_state_dict(self) -> dict:
         """The weights that are sampled, kept as a task's model and copied into teachers."""
-        return (self.ema if self.ema is not None else self.model).state_dict()
+        return (self.ema.weights if self.ema is not None else self.model).state_dict()
 
     def ema_state(self) -> dict | None:
-        return None if self.ema is None else {"weights": self.ema.state_dict(), "updates": self.ema_updates}
+        return None if self.ema is None else self.ema.state_dict()
 
     def load_ema_state(self, state: dict | None) -> None:
         if self.ema is None:
             return
         if state is None:
             raise ValueError("this run averages its weights (EMA) but the checkpoint holds no average")
-        self.ema.load_state_dict(state["weights"])
-        self.ema_updates = int(state["updates"])
+        self.ema.load_state_dict(state)
 
     def autocast(self):
         """The U-Net's mixed precision: bfloat16 matmuls and convolutions under autocast; the schedule, the sampler

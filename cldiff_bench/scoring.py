@@ -27,11 +27,11 @@ from .evaluation.solver import generate_images
 from .io import atomic_write_json, check_writable_dir
 from .diffusion.samplers import get_sampler
 from .model_source import checked_weights, fingerprint, model_sampling, read_model
+from .output_dir import config_hash
 from .paths import cache_dir as default_cache_dir
 from .profiles import evaluation_settings, get_profile
 from .registry import Registry
 from .results import SCHEMA_VERSION, git_revision, metric_matrix, package_versions, result_path
-from .rundir import config_hash
 from .settings import recorded_evaluation, resolve_device
 from .streams.datasets import resolve_data_root
 

@@ -2,7 +2,6 @@
 clean stop on Ctrl-C or a scheduler's signal."""
 from __future__ import annotations
 
-import math
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -13,6 +12,7 @@ from tqdm import tqdm
 from .core import DiffusionCore, host_to_device
 from .diffusion.seeding import generator
 from .errors import Interrupted, UserError
+from .optimisation import DeferredLosses, optimisation_step
 from .strategy import Batch, LossTerms, Strategy
 from .threads import CoreSharingWatch
 from .streams.base import to_model_range
@@ -20,7 +20,6 @@ from .streams.base import to_model_range
 if TYPE_CHECKING:
     from .context import RunContext
 
-GRAD_CLIP = 1.0
 # Iterations between reads of the losses from the device: each read waits for the GPU to finish what is queued.
 READ_EVERY = 50
 LOSS_NAMES = ("loss", "data_loss", "replay_loss")
@@ -99,15 +98,11 @@ def train_task(context: RunContext, k: int, start: int, optimizer_state: dict | 
 
 
 def training_step(core: DiffusionCore, strategy: Strategy, batch: Batch, optimizer: torch.optim.Optimizer) -> LossTerms:
-    """One SGD step as the runner takes it: the strategy's loss under the core's autocast, backward, gradient-norm
-    clipping, the optimizer's step and the EMA of the weights. Reads nothing from the device (see LossWindow)."""
+    """One SGD step as the runner takes it: the strategy's loss under the core's autocast, then the optimisation
+    step (clipping, the optimizer's step, the EMA of the weights). Reads nothing from the device (see LossWindow)."""
     with core.autocast():
         terms = strategy.batch_loss(batch)
-    optimizer.zero_grad(set_to_none=True)
-    terms.total.backward()
-    torch.nn.utils.clip_grad_norm_(core.model.parameters(), GRAD_CLIP)
-    optimizer.step()
-    core.update_ema()
+    optimisation_step(terms.total, core.model, optimizer, core.ema)
     return terms
 
 
@@ -137,32 +132,31 @@ class CoreSharingCheck:
 
 
 class LossWindow:
-    """The losses of the iterations since the last read, kept on the device (detached) and read in one transfer:
-    a float() per loss and an isfinite check per iteration would each make the host wait for the GPU."""
+    """The losses of a task's iterations since the last read, kept on the device (see DeferredLosses)."""
 
     def __init__(self, task: int, start: int):
         self.task = task
         self.start = start  # the first iteration of the window
         self._iterations: list[int] = []
         self._replay: list[bool] = []
-        self._rows: list[torch.Tensor] = []
+        self._losses = DeferredLosses()
 
     def add(self, iteration: int, terms: LossTerms) -> None:
         replay = terms.replay if terms.replay is not None else torch.zeros_like(terms.data)
-        self._rows.append(torch.stack([v.detach().float() for v in (terms.total, terms.data, replay)]))
+        self._losses.add(torch.stack([v.detach().float() for v in (terms.total, terms.data, replay)]))
         self._iterations.append(iteration)
         self._replay.append(terms.replay is not None)
 
     def read_into(self, loss_log, sums: dict[str, float], run_dir: Path) -> dict[str, float]:
         """Read the window's losses (one read), log one row per iteration and add them to `sums`; stop the run
         with the task and the window if a loss is not finite. Returns the last iteration's losses."""
-        rows = torch.stack(self._rows).tolist()
+        rows, bad = self._losses.read()
         end = self._iterations[-1] + 1
         values = {}
-        for it, replay, row in zip(self._iterations, self._replay, rows):
+        for i, (it, replay, row) in enumerate(zip(self._iterations, self._replay, rows)):
             values = dict(zip(LOSS_NAMES, row if replay else row[:2]))
             loss_log.write(self.task, it, values)
-            if not math.isfinite(values["loss"]):
+            if i == bad:
                 loss_log.flush()
                 raise UserError(f"the loss became {values['loss']} at task {self.task} between iterations "
                                 f"{self.start} and {end} (first at iteration {it}; losses are read from the device "
@@ -170,7 +164,7 @@ class LossWindow:
             for name, v in values.items():
                 sums[name] = sums.get(name, 0.0) + v
         self.start = end
-        self._iterations, self._replay, self._rows = [], [], []
+        self._iterations, self._replay = [], []
         return values
 
 

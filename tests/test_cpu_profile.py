@@ -74,7 +74,7 @@ def test_ema_tracks_the_trained_weights_and_is_what_is_sampled():
     with torch.no_grad():
         for p in core.model.parameters():
             p.add_(1.0)
-    core.update_ema()  # first update: decay warms up to min(0.9, 1/10) = 0.1 of the old average kept
+    core.ema.update(core.model)  # first update: decay warms up to min(0.9, 1/10) = 0.1 of the old average kept
     name = next(n for n, _ in core.model.named_parameters())
     expected = 0.1 * start[name] + 0.9 * (start[name] + 1.0)
     assert torch.allclose(core.sampling_state_dict()[name], expected, atol=1e-6)
@@ -82,8 +82,9 @@ def test_ema_tracks_the_trained_weights_and_is_what_is_sampled():
     teacher = core.make_teacher()
     assert torch.allclose(teacher.state_dict()[name], expected, atol=1e-6)
     plain = DiffusionCore(MICRO_UNET, (1, 32, 32), torch.device("cpu"), init_seed=0)
-    plain.update_ema()  # no EMA: nothing to update, the trained weights are sampled
-    assert plain.ema_state() is None and torch.equal(plain.sampling_state_dict()[name], start[name])
+    # no EMA: the trained weights are sampled
+    assert plain.ema is None and plain.ema_state() is None
+    assert torch.equal(plain.sampling_state_dict()[name], start[name])
 
 
 def _digits_run(tmp_path, *extra):

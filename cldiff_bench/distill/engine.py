@@ -17,7 +17,6 @@ would have.
 from __future__ import annotations
 
 import json
-import math
 from typing import Callable
 
 import torch
@@ -29,12 +28,12 @@ from ..cost import CostMeter
 from ..diffusion.seeding import derive_seed, per_sample_normal
 from ..diffusion.unet import UNet, UNetConfig
 from ..errors import Interrupted, UserError
+from ..optimisation import DeferredLosses, WeightAverage, optimisation_step
 from .base import DistillMethod, DistillOptions, plan_rounds
 from .objective import STUDENT_PREDICTION, at, ddim_step, step_grid, student_config
 
 PURPOSE_CHAINS = 0xD157
 PURPOSE_ANCHOR = 0xD158
-GRAD_CLIP = 1.0  # as the runs' training (training.GRAD_CLIP)
 
 
 class Distillation:
@@ -64,12 +63,11 @@ class Distillation:
         self.teacher_prediction: str | None = None
         self.grid: tuple[torch.Tensor, torch.Tensor] | None = None
         self.optimizer: torch.optim.Optimizer | None = None
-        self.ema: UNet | None = None
-        self.ema_updates = 0
+        self.ema: WeightAverage | None = None
         self.z: torch.Tensor | None = None
         self.pos: torch.Tensor | None = None  # grid positions of the chains, on the CPU (read without a device sync)
         self.loss_sum = 0.0
-        self._losses: list[torch.Tensor] = []  # this round's losses not yet read from the device
+        self._losses = DeferredLosses()  # this round's losses not yet read
         self._round_start: dict | None = None
 
     @property
@@ -109,12 +107,11 @@ class Distillation:
         self.model.train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.options.learning_rate_at(round_, 0),
                                           weight_decay=self.options.weight_decay)
-        self.ema, self.ema_updates = None, 0
+        self.ema = None
         if self.options.ema_decay is not None:
-            self.ema = UNet(self.student_config).to(self.core.device)
-            self.ema.load_state_dict(self.model.state_dict())
-            self.ema.requires_grad_(False)
-        self.loss_sum, self._losses = 0.0, []
+            self.ema = WeightAverage(self.model, UNet(self.student_config).to(self.core.device),
+                                     self.options.ema_decay)
+        self.loss_sum, self._losses = 0.0, DeferredLosses()
         self._round_start = self.core.meter.snapshot()
         if fresh and not self.method.uses_data(round_):
             self._start_chains()
@@ -150,23 +147,15 @@ class Distillation:
         return alpha_bar.sqrt() * self.anchor_x0 + (1 - alpha_bar).sqrt() * self.anchor_eps, pos
 
     def step(self) -> None:
-        """One update: the method's loss, backward, clipping, Adam and the EMA; the chains move on."""
+        """One update: the method's loss and the optimisation step (clipping, Adam, the EMA); the chains move on."""
         round_ = self.round
         from_data = self.method.uses_data(round_)
         z, pos = self._anchor_batch() if from_data else (self.z, self.pos)
         loss, z_end = self.method.update(self, z, pos, round_)
         for group in self.optimizer.param_groups:
             group["lr"] = self.options.learning_rate_at(round_, self.update_index)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
-        self.optimizer.step()
-        if self.ema is not None:
-            decay = min(self.options.ema_decay, (1 + self.ema_updates) / (10 + self.ema_updates))
-            with torch.no_grad():
-                torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1.0 - decay)
-            self.ema_updates += 1
-        self._losses.append(loss.detach())
+        optimisation_step(loss, self.model, self.optimizer, self.ema)
+        self._losses.add(loss)
         self.update_index += 1
         if from_data:
             return
@@ -180,13 +169,11 @@ class Distillation:
         """Add the losses kept on the device to the round's sum (one read); a loss that is not finite stops."""
         if not self._losses:
             return
-        values = torch.stack(self._losses).tolist()
-        first = self.update_index - len(values)
-        self._losses = []
-        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-        if bad:
-            raise UserError(f"the distillation loss became {values[bad[0]]} in round {self.round_index} at update "
-                            f"{first + bad[0]}; try a lower --learning-rate")
+        first = self.update_index - len(self._losses)
+        values, bad = self._losses.read()
+        if bad is not None:
+            raise UserError(f"the distillation loss became {values[bad]} in round {self.round_index} at update "
+                            f"{first + bad}; try a lower --learning-rate")
         for v in values:  # one at a time: the same sum whatever the windows read (a resumed run reads others)
             self.loss_sum += v
 
@@ -194,7 +181,7 @@ class Distillation:
         """Close the current round: the weights handed on are its EMA's (or the trained ones); its record."""
         self.read_losses()
         if self.ema is not None:
-            self.model.load_state_dict(self.ema.state_dict())
+            self.model.load_state_dict(self.ema.weights.state_dict())
         round_ = self.round
         updates = self.options.updates_in(round_)
         record = {**round_.to_dict(), "updates": updates, "mean_loss": self.loss_sum / updates,
@@ -244,11 +231,12 @@ class Distillation:
     def state_dict(self) -> dict:
         """Everything to continue exactly where this stands (losses read first: call `read_losses`)."""
         active = not self.finished and self.optimizer is not None
+        average = self.ema.state_dict() if active and self.ema is not None else {"weights": None, "updates": 0}
         return {"round": self.round_index, "update": self.update_index, "model": self.model.state_dict(),
                 "teacher": self.teacher.state_dict() if active and self.teacher is not None else None,
                 "optimizer": self.optimizer.state_dict() if active else None,
-                "ema": self.ema.state_dict() if active and self.ema is not None else None,
-                "ema_updates": self.ema_updates, "z": self.z.cpu() if active and self.z is not None else None,
+                "ema": average["weights"], "ema_updates": average["updates"],
+                "z": self.z.cpu() if active and self.z is not None else None,
                 "pos": self.pos.clone() if active and self.pos is not None else None, "loss_sum": self.loss_sum,
                 "round_start_cost": self._round_start if active else None,
                 "records_json": json.dumps(self.records)}
@@ -264,8 +252,7 @@ class Distillation:
             self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.ema_updates = int(state["ema_updates"])
+            self.ema.load_state_dict({"weights": state["ema"], "updates": state["ema_updates"]})
         if state["z"] is not None:  # a data-anchored round keeps no chains
             self.z, self.pos = state["z"].to(self.core.device), state["pos"].clone()
         self.loss_sum = float(state["loss_sum"])

@@ -10,7 +10,6 @@ the distilled 4-step figure.
 from __future__ import annotations
 
 import datetime as _dt
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,20 +19,19 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..checkpoint import load_checkpoint, save_checkpoint
 from ..core import DiffusionCore
 from ..cost import CostMeter, device_name
 from ..diffusion.samplers import DEFAULT_SAMPLER
 from ..diffusion.seeding import derive_seeds
 from ..diffusion.unet import model_config
 from ..errors import UserError
-from ..io import atomic_write_bytes, atomic_write_json, check_writable_dir, read_json
+from ..io import atomic_write_bytes, atomic_write_json, check_writable_dir
 from ..model_source import checked_weights, fingerprint, read_model, save_model_file
+from ..output_dir import OutputDir
 from ..paths import cache_dir as default_cache_dir
 from ..profiles import DEFAULT_PROFILE, evaluation_settings, get_profile
 from ..registry import Registry
 from ..results import git_revision, package_versions
-from ..rundir import config_hash
 from ..scoring import PURPOSE_SCORE
 from ..settings import recorded_evaluation, resolve_device
 from ..streams.base import to_model_range
@@ -43,7 +41,7 @@ from .base import DistillOptions, plan_rounds
 from .engine import Distillation
 from .objective import student_config
 
-CONFIG_NAME, CHECKPOINT_NAME, RESULT_NAME, MODEL_NAME = "config.json", "checkpoint.pt", "distill.json", "model.pt"
+MODEL_NAME = "model.pt"
 EVAL_STEPS = (1, 2, 4, 8)
 PURPOSE_DISTILL = 0xD157  # keys the chains' noise (with the seed)
 DATA = ("data-free: the teacher's deterministic DDIM sampling path from keyed noise, chains spread over the "
@@ -99,43 +97,14 @@ def round_model_path(steps: int) -> str:
     return f"models/steps{steps}.pt"
 
 
-class DistillDir:
-    """The output directory: only its own configuration continues in it (as a run directory)."""
+class DistillDir(OutputDir):
+    """`distill`'s output directory: only its own configuration continues in it, as in a run's."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def prepare(self, resolved: dict, force: bool, resume: bool) -> bool:
-        """Ready for `resolved`; True when it already holds that distillation's result."""
-        digest, cfg_file = config_hash(resolved), self.path / CONFIG_NAME
-        if cfg_file.is_file():
-            theirs = config_hash(read_json(cfg_file).get("config") or {})
-            if theirs != digest and not force:
-                raise UserError(f"{self.path} holds a distillation of another configuration ({theirs} != {digest}); "
-                                f"use another --out or --force")
-            if force or theirs != digest:
-                self.clear()
-            elif (self.path / RESULT_NAME).is_file():
-                return True
-            elif (self.path / CHECKPOINT_NAME).is_file() and not resume:
-                raise UserError(f"{self.path} holds an unfinished distillation of this configuration; continue it "
-                                f"with --resume or start over with --force")
-        elif self.path.exists() and any(self.path.iterdir()):
-            if not force:
-                raise UserError(f"{self.path} is not empty and holds no distillation; use --force")
-            self.clear()
-        self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(cfg_file, {"config_hash": digest, "config": resolved})
-        self.digest = digest
-        return False
-
-    def clear(self) -> None:
-        for name in (CHECKPOINT_NAME, RESULT_NAME, MODEL_NAME, "models"):
-            path = self.path / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+    RESULT_NAME = "distill.json"
+    OUTPUTS = (MODEL_NAME, "models")
+    OTHER_CONFIGURATION = "a distillation of another configuration"
+    UNFINISHED = "an unfinished distillation of this configuration"
+    NOTHING = "no distillation"
 
 
 def distill(req: DistillRequest, registry: Registry) -> Path:
@@ -191,7 +160,7 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
     out = DistillDir(req.out)
     if out.prepare(resolved, force=req.force, resume=req.resume):
         print(f"{out.path} already holds the result of this distillation; skipped (--force to redo)", file=sys.stderr)
-        return out.path / RESULT_NAME
+        return out.result_path
 
     meter = CostMeter(device)
     # The trained network is the core's own U-Net, of the student's prediction type, from the teacher's weights.
@@ -211,16 +180,14 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
                               extractors=registry.extractors())
         evaluator.preflight()  # before the distillation: a missing weights file must not cost its work
 
-    checkpoint_path = out.path / CHECKPOINT_NAME
-    identity = {"suite_version": __version__, "config_hash": out.digest}
-    if req.resume and checkpoint_path.is_file():
-        saved = load_checkpoint(checkpoint_path, expect=identity)
+    if req.resume and out.checkpoint_path.is_file():
+        saved = out.read_checkpoint()
         engine.load_state_dict(saved["engine"])
         meter.load_state_dict(saved["meter"])
         say(f"resuming {out.path} at round {engine.round_index}, update {engine.update_index}")
 
     def checkpoint() -> None:
-        save_checkpoint(checkpoint_path, {**identity, "engine": engine.state_dict(), "meter": meter.state_dict()})
+        out.write_checkpoint({"engine": engine.state_dict(), "meter": meter.state_dict()})
 
     def save_round(record: dict) -> None:
         steps = record.get("neighbours_to") or record["student_steps"]
@@ -251,7 +218,8 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
     doc = {"kind": "distillation", "suite": {"name": "cldiff-bench", "version": __version__, "git": git_revision()},
            "packages": package_versions(), "device": device_name(device),
            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "config": resolved, "config_hash": out.digest, "model": MODEL_NAME, "unet": engine.student_config.to_dict(),
+           "config": resolved, "config_hash": out.config_digest, "model": MODEL_NAME,
+           "unet": engine.student_config.to_dict(),
            "sampling": {"sampler": DEFAULT_SAMPLER, "steps": options.target_steps},
            "rounds": engine.records,
            "cost": {"updates": updates, "images_per_update": options.batch_size,
@@ -261,9 +229,9 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
                     "note": "counts include the chains' spread along the path at each round's start"},
            "scores": scores, "evaluation": evaluator.describe() if evaluator is not None else None,
            "wall_seconds": time.time() - started}
-    path = out.path / RESULT_NAME
+    path = out.result_path
     atomic_write_json(path, doc)
-    checkpoint_path.unlink(missing_ok=True)
+    out.checkpoint_path.unlink(missing_ok=True)
     say(f"distilled model written to {final}, result to {path}")
     return path
 
