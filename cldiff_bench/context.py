@@ -11,7 +11,7 @@ import torch
 
 from .core import DiffusionCore
 from .cost import CostMeter
-from .diffusion.samplers import DEFAULT_SAMPLER, get_sampler
+from .diffusion.samplers import DEFAULT_SAMPLER
 from .diffusion.seeding import derive_seeds
 from .diffusion.unet import UNetConfig, model_config
 from .losslog import LossLog

@@ -48,7 +48,7 @@ def test_tiny_naive_run_writes_result_and_grids(tmp_path, capsys):
             assert image.width >= 4 * 96 and image.height >= 4 * (96 + 12)
         counts = task["cost"]["counts"]
         # naive: one student forward and backward per real image, nothing else during training
-        images, iterations = task["train"]["images"], task["train"]["iterations"]
+        images = task["train"]["images"]
         assert counts["student_forward"] == counts["student_backward"] == images * 2  # 2 epochs
         assert counts["teacher_forward"] == 0 and counts["images_generated"] == 0
         # Each evaluation image once: the metric samples, the solver's replay, the grid.

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from cldiff_bench.errors import UserError
-from cldiff_bench.evaluation.features import (OFFLINE_INCEPTION_EXTRACTOR, build_extractor, extract_features,
+from cldiff_bench.evaluation import build_extractor
+from cldiff_bench.evaluation.features import (OFFLINE_INCEPTION_EXTRACTOR, extract_features,
                                               offline_inception_as_torch_fidelity_state_dict,
                                               offline_inception_path)
 from cldiff_bench.registry import load_registry

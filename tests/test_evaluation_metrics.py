@@ -12,7 +12,8 @@ from cldiff_bench.errors import UserError
 from cldiff_bench.evaluation import (class_histogram, fid_from_features, kd_loss, kl_divergence,
                                      total_variation)
 from cldiff_bench.evaluation.networks import build_network
-from cldiff_bench.evaluation.features import build_extractor, extract_features
+from cldiff_bench.evaluation import build_extractor
+from cldiff_bench.evaluation.features import extract_features
 from cldiff_bench.registry import load_registry
 
 

@@ -1,12 +1,10 @@
 import json
-import sys
-import textwrap
 
 import pytest
 
 from cldiff_bench.cli import main
 from cldiff_bench.errors import UserError
-from cldiff_bench.registry import Registry, hookimpl, load_registry
+from cldiff_bench.registry import hookimpl, load_registry
 
 PLUGIN = "tests.plugins.replay_buffer_plugin"
 

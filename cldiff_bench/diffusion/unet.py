@@ -10,7 +10,7 @@ UNet2DModel with the study's configurations; diffusers_import.py converts its we
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F

@@ -23,7 +23,7 @@ from ..diffusion.seeding import derive_seeds, generator
 from ..errors import UserError, unknown_name
 from ..streams.base import ImageSet, Stream
 from ..io import atomic_torch_save, load_tensors, sha256_of_arrays
-from .classifier import (CLASSIFIER_ARCHS, CLASSIFIER_CODE_VERSION, EVALUATION_CLASSIFIER_SEED,
+from .classifier import (CLASSIFIER_ARCHS, CLASSIFIER_CODE_VERSION,
                          load_evaluation_classifier, predict_logits, ruler_files, ruler_record,
                          train_evaluation_classifier)
 from .features import extract_features
@@ -33,11 +33,13 @@ from .solver import (KD_DIRECTIONS, KD_SCALE_T2, SOLVER_ARCHS, SOLVER_MODES, UIN
                      generate_images, kd_loss)
 
 if TYPE_CHECKING:
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+
     from ..registry.specs import ExtractorSpec
 
 __all__ = ["EvalSettings", "Evaluator", "train_evaluation_classifier", "class_histogram", "kl_divergence",
            "total_variation", "fid_statistics", "fid_from_statistics", "fid_from_features", "kd_loss",
-           "resolve_extractor", "SOLVER_MODES", "KD_DIRECTIONS", "CLASSIFIER_ARCHS"]
+           "resolve_extractor", "build_extractor", "SOLVER_MODES", "KD_DIRECTIONS", "CLASSIFIER_ARCHS"]
 
 _PURPOSE_FID_SAMPLES = 0xE001
 _PURPOSE_REAL_SUBSET = 0xE002
@@ -114,6 +116,16 @@ def resolve_extractor(name: str, extractors: Mapping[str, ExtractorSpec]) -> Ext
     if name not in extractors:
         raise unknown_name("FID feature extractor", name, extractors)
     return extractors[name]
+
+
+def build_extractor(name: str, classifier: torch.nn.Module | None, device: torch.device, extractors,
+                    inception_weights: str | None = None) -> tuple[FeatureExtractorBase, str]:
+    """(torch-fidelity feature extractor on `device`, the feature name that FID uses) of the extractor `name`
+    registered in `extractors` ({name: ExtractorSpec}, `Registry.extractors()`), with default evaluation settings
+    but `inception_weights`. A shortcut for scripts and tests; the Evaluator builds from its specs itself."""
+    spec = resolve_extractor(name, extractors)
+    ext, feature = spec.build(classifier, device, EvalSettings(extractor=name, inception_weights=inception_weights))
+    return ext.to(device).eval(), feature
 
 
 class Evaluator:

