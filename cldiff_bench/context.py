@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 # Distinct from the training loop's data order (10) and flips (12), and from scoring's samples (13).
 PURPOSE_GRID = 11
 
-Sampler = Callable[[list[int]], torch.Tensor]
+# Images of a model drawn by seed (one image per seed, each a function of its seed alone).
+DrawBySeed = Callable[[list[int]], torch.Tensor]
 
 
 @dataclass
@@ -100,7 +101,7 @@ class RunContext:
         self.loss_log.open(task, iteration)
         return self.loss_log
 
-    def sampler(self, model: torch.nn.Module) -> Sampler:
+    def draw_by_seed(self, model: torch.nn.Module) -> DrawBySeed:
         """Metric samples of `model` (a frozen copy) by seed, drawn with the evaluation's sampler and steps."""
         steps, sampler = self.settings.fid_steps, metric_sampler(self.settings)
         return lambda seeds: self.core.generate(model, list(seeds), steps, sampler=sampler)
@@ -110,15 +111,15 @@ class RunContext:
         if self.evaluator is None:
             return {}
         return self.evaluator.after_task_with_model(
-            k, self.sampler(student), model_state, self.strategy.solver_mode,
-            lambda previous: self.sampler(self.core.make_teacher(previous)))
+            k, self.draw_by_seed(student), model_state, self.strategy.solver_mode,
+            lambda previous: self.draw_by_seed(self.core.make_teacher(previous)))
 
     def grid_samples(self, student: torch.nn.Module) -> tuple[torch.Tensor, list[str] | None]:
         """The sample grid's uint8 images and, when evaluated, the class the evaluation classifier sees in each."""
         with self.meter.phase("evaluation"):
             # The same seeds after every task, so the grids show how the same samples change over the stream.
             seeds = derive_seeds(self.settings.budget.grid_samples, self.settings.seed, PURPOSE_GRID)
-            images = to_uint8(self.sampler(student)(seeds)).cpu()
+            images = to_uint8(self.draw_by_seed(student)(seeds)).cpu()
             captions = None
             if self.evaluator is not None:
                 captions = [self.stream.class_names[c] for c in self.evaluator.label(images)]
