@@ -23,7 +23,7 @@ from cldiff_bench.diffusion.seeding import generator
 from cldiff_bench.diffusion.unet import model_config
 from cldiff_bench.evaluation import EvalSettings, train_evaluation_classifier
 from cldiff_bench.evaluation.classifier import predict_logits
-from cldiff_bench.grids import save_grid
+from cldiff_bench.sample_sheets import save_sample_sheet
 from cldiff_bench.paths import cache_dir as default_cache_dir
 from cldiff_bench.profiles import evaluation_settings, get_profile
 from cldiff_bench.registry import load_registry
@@ -106,7 +106,7 @@ def main() -> None:
               "ema_decay": args.ema_decay, "share_along_training": along}
     print(json.dumps(report, indent=2))
     if args.grid:
-        save_grid(samples[:64], args.grid, [names[c] for c in labels[:64].tolist()])
+        save_sample_sheet(samples[:64], args.grid, [names[c] for c in labels[:64].tolist()])
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

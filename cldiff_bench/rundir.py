@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .errors import UserError
-from .grids import save_grid
+from .sample_sheets import save_sample_sheet
 from .io import atomic_torch_save, atomic_write_json, load_tensors
 from .losslog import LOSS_LOG_NAME, TENSORBOARD_DIR
 # The sweeps import CONFIG_NAME and config_hash from here.
@@ -69,10 +69,10 @@ class RunDir(OutputDir):
             raise UserError(f"{path} is missing: the run was made without per-task models and cannot be re-scored")
         return load_tensors(path)
 
-    def save_grid(self, k: int, images: torch.Tensor, captions: list[str] | None) -> str:
+    def save_sample_sheet(self, k: int, images: torch.Tensor, captions: list[str] | None) -> str:
         """Write task k's sample grid; its path relative to the run directory, as the result records it."""
         rel = f"samples/task{k}.png"
-        save_grid(images, self.path / rel, captions)
+        save_sample_sheet(images, self.path / rel, captions)
         return rel
 
     def write_result(self, result: dict) -> Path:

@@ -29,7 +29,7 @@ from .profiles import get_profile
 from .start_line import start_line
 from .registry import Registry
 from .results import build_result, metric_matrix, result_path
-from .runclaim import RunClaim, claim_holder, claim_path, describe_holder, held_for_us
+from .runlock import RunLock, lock_holder, lock_path, describe_holder, held_for_us
 from .rundir import RunDir
 from .settings import RunConfig, RunSettings, resolve_device, resolve_settings  # noqa: F401 (the CLI's imports)
 from .training import train_task
@@ -48,10 +48,10 @@ class Run:
 
     def execute(self) -> Path:
         started = time.time()
-        # Everything the run needs is checked (and built) before it claims its directory: a refused run writes
+        # Everything the run needs is checked (and built) before it locks its directory: a refused run writes
         # nothing.
         context = RunContext.build(self.settings, self.registry)
-        with claimed(self.dir.path):
+        with locked(self.dir.path):
             return self._execute(context, started)
 
     def _execute(self, context: RunContext, started: float) -> Path:
@@ -122,27 +122,27 @@ class Run:
         # The student is sampled through one frozen copy: the layout and weight precision made for sampling.
         student = context.core.frozen_copy(role="student")
         metrics = context.evaluate(k, student, state)
-        grid = self.dir.save_grid(k, *context.grid_samples(student))
+        grid = self.dir.save_sample_sheet(k, *context.grid_samples(student))
         return metrics, grid
 
 
 @contextlib.contextmanager
-def claimed(run_dir: Path):
-    """Hold the run directory's claim for the run (see runclaim.py), unless a sweep's cell already holds it for us;
+def locked(run_dir: Path):
+    """Hold the run directory's lock for the run (see runlock.py), unless a sweep's cell already holds it for us;
     refuse a directory another live process trains in."""
-    if held_for_us(claim_path(run_dir)):
+    if held_for_us(lock_path(run_dir)):
         yield
         return
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": shlex.join(["cldiff-bench", *sys.argv[1:]]),
               "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    claim = RunClaim(claim_path(run_dir))
-    if not claim.acquire(holder):
-        raise UserError(f"{run_dir} is in use by another run ({describe_holder(claim_holder(claim.path))}); wait "
+    lock = RunLock(lock_path(run_dir))
+    if not lock.acquire(holder):
+        raise UserError(f"{run_dir} is in use by another run ({describe_holder(lock_holder(lock.path))}); wait "
                         f"for it to end or stop it")
     try:
         yield
     finally:
-        claim.release()
+        lock.release()
 
 
 def run(cfg: RunConfig, registry: Registry) -> Path:

@@ -159,7 +159,7 @@ def test_the_manifest_records_the_grid_the_cells_and_the_command(tmp_path, capsy
     manifest = json.loads((out / "sweeps/sweep/manifest.json").read_text())
     assert manifest["grid"] == [{"block": "the command line", "name": None, "strategies": ["naive"],
                                  "streams": ["digits-5"], "seeds": [0], "profiles": ["tiny"],
-                                 "run_options": ["--out", str(out), "--iterations", "1", "--no-eval"]}]
+                                 "cell_options": ["--out", str(out), "--iterations", "1", "--no-eval"]}]
     cell = manifest["cells"]["digits-5/tiny/naive/seed0"]
     assert cell["run_dir"] == str(out / "digits-5/tiny/naive/seed0") and cell["config_hash"] == json.loads(
         (out / "digits-5/tiny/naive/seed0/result.json").read_text())["config_hash"]

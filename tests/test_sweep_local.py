@@ -16,7 +16,7 @@ pytest.importorskip("submitit")
 from cldiff_bench.cli import main  # noqa: E402
 from cldiff_bench.results import validate_result  # noqa: E402
 from cldiff_bench.checkpoint import CHECKPOINT_NAME  # noqa: E402
-from cldiff_bench.runclaim import claim_path, is_claimed  # noqa: E402
+from cldiff_bench.runlock import lock_path, is_locked  # noqa: E402
 from tests.helpers import wait_until_training  # noqa: E402
 
 GRID = ["--strategies", "naive,joint", "--streams", "digits-5", "--seeds", "0,1", "--profile", "tiny",
@@ -40,7 +40,7 @@ def test_a_local_grid_runs_end_to_end_and_running_it_again_runs_only_what_is_mis
         assert len(result["metrics"]["fid"]) == 5 and all(isinstance(v, float) for v in result["metrics"]["fid"])
         log = (sweep_dir / "logs" / f"{key.replace('/', '__')}.log").read_text()
         assert attempts(log) == 1 and "result written to" in log and "--threads 1" in log
-        assert not (out / key).with_name(f".seed{key[-1]}.claim").exists()  # claims are released
+        assert not (out / key).with_name(f".seed{key[-1]}.lock").exists()  # locks are released
     manifest = json.loads((sweep_dir / "manifest.json").read_text())
     # Beside the cells, a job that trains the evaluation classifier first where the cache lacks it (as here, unless
     # this process trained it for an earlier test).
@@ -101,7 +101,7 @@ def _pids_running(command_part: str) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_background_sweep_stopped_with_sigterm_stops_its_runs_at_a_checkpoint(tmp_path, tmp_path_factory):
     """A sweep started in the background (SIGINT ignored, as `cmd &` leaves it) and stopped with SIGTERM, as a
-    scheduler or `kill` stops it: its runs write a checkpoint and exit, the claims are let go, and the same command
+    scheduler or `kill` stops it: its runs write a checkpoint and exit, the locks are let go, and the same command
     finishes the cells from there."""
     out = tmp_path / "runs"
     run_dir = out / "digits-5/tiny/naive/seed0"
@@ -120,7 +120,7 @@ def test_a_background_sweep_stopped_with_sigterm_stops_its_runs_at_a_checkpoint(
         if sweep.poll() is None:
             sweep.kill()
     assert sweep.returncode == 130, err
-    assert not is_claimed(claim_path(run_dir))
+    assert not is_locked(lock_path(run_dir))
     assert _pids_running(str(out)) == []  # no run of the sweep goes on without it
     state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)
     assert state["position"]["task"] == 0 and 0 < state["position"]["iteration"] < 40
@@ -169,4 +169,4 @@ def test_a_run_whose_job_is_killed_outright_stops_at_a_checkpoint_instead_of_goi
     assert state["position"]["task"] == 0 and 0 < state["position"]["iteration"] < 100000
     log = (tmp_path / "sweep/logs/digits-5__tiny__naive__seed0.log").read_text()
     assert f"interrupted: SIGTERM at task 0, iteration {state['position']['iteration']};" in log, log
-    assert not is_claimed(claim_path(run_dir))
+    assert not is_locked(lock_path(run_dir))

@@ -226,7 +226,7 @@ def plot_metrics(table: Table, path: Path) -> None:
     tmp.replace(path)
 
 
-def copy_final_grids(table: Table, folder: Path) -> list[tuple[str, str, int]]:
+def copy_final_sample_sheets(table: Table, folder: Path) -> list[tuple[str, str, int]]:
     """The last task's sample grid of each strategy's lowest seed (a fixed rule, never a chosen seed)."""
     out = []
     for r in table.rows:
@@ -282,7 +282,7 @@ def render(tables: list[Table], out_dir: Path, skipped: list[str], command: str 
             plot_metrics(table, plot)
             parts += [f"![metrics after every task](plots/{plot.name})", ""]
         parts += ["Samples after the last task:", ""]
-        grids = copy_final_grids(table, out_dir / "plots")
+        grids = copy_final_sample_sheets(table, out_dir / "plots")
         if grids:
             parts += ["| " + " | ".join(g[0] for g in grids) + " |", "|" + "---|" * len(grids),
                       "| " + " | ".join(f"![{g[0]} seed {g[2]}](plots/{g[1]})" for g in grids) + " |"]

@@ -1,4 +1,4 @@
-"""One cell of a sweep as a submitit job: claim the cell, run `cldiff-bench run --resume` for it, record how it
+"""One cell of a sweep as a submitit job: lock the cell, run `cldiff-bench run --resume` for it, record how it
 went. A `Checkpointable`: when Slurm preempts the job or its time runs out, submitit calls `checkpoint()`, which
 stops the run (it writes a checkpoint and exits), and requeues the job, which continues the run from there.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import submitit
 
 from ..errors import EXIT_INTERRUPTED
-from ..runclaim import HELD_CLAIM_ENV, RunClaim, claim_holder, claim_path
+from ..runlock import HELD_LOCK_ENV, RunLock, lock_holder, lock_path
 from .files import log_path, state_path, write_json
 
 # Seconds a stopped run has to write its checkpoint and exit, before it is killed (the run then continues from its
@@ -105,8 +105,8 @@ class _Job(submitit.helpers.Checkpointable):
     def _plugin_args(self) -> list[str]:
         return [a for p in self.plugins for a in ("--plugin", p)]
 
-    def _execute(self, args: list[str], threads: int | None, claim: RunClaim | None = None) -> int:
-        """`cldiff-bench ARGS`, its output appended to the log; its exit status. The run inherits `claim`."""
+    def _execute(self, args: list[str], threads: int | None, lock: RunLock | None = None) -> int:
+        """`cldiff-bench ARGS`, its output appended to the log; its exit status. The run inherits `lock`."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as log:
             log.write(f"--- {_now()} attempt {self.attempts} on {socket.gethostname()} (job {_job_id()}): "
@@ -115,13 +115,13 @@ class _Job(submitit.helpers.Checkpointable):
             if self.in_process:
                 return self._execute_in_process(args, log)
             env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-            if claim is not None:
-                env[HELD_CLAIM_ENV] = str(claim.path.resolve())
+            if lock is not None:
+                env[HELD_LOCK_ENV] = str(lock.path.resolve())
             if threads:
                 env["OMP_NUM_THREADS"] = str(threads)
             self._proc = subprocess.Popen([sys.executable, "-m", "cldiff_bench.cli", *args], stdout=log,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                          pass_fds=() if claim is None else (claim.fd,),
+                                          pass_fds=() if lock is None else (lock.fd,),
                                           preexec_fn=_stop_with_parent(os.getpid()))
             try:
                 return self._wait_for_run()
@@ -241,22 +241,22 @@ class Cell(_Job):
     def __call__(self) -> dict:
         self._reset()
         self.attempts += 1
-        claim = RunClaim(claim_path(Path(self.run_dir)))
+        lock = RunLock(lock_path(Path(self.run_dir)))
         holder = {"cell": self.key, "sweep_dir": self.sweep_dir, "job_id": _job_id(), "host": socket.gethostname(),
                   "pid": os.getpid(), "since": _now()}
-        if not claim.acquire(holder):
-            other = claim_holder(claim.path)
-            self._record("claimed", claimed_by=other)
-            return {"cell": self.key, "state": "claimed", "claimed_by": other}
+        if not lock.acquire(holder):
+            other = lock_holder(lock.path)
+            self._record("locked", locked_by=other)
+            return {"cell": self.key, "state": "locked", "locked_by": other}
         # On a requeue, submitit's signal handler (checkpoint, then requeue, then exit) runs inside the wait below:
-        # its SystemExit passes through here, and the claim is released on the way out.
+        # its SystemExit passes through here, and the lock is released on the way out.
         try:
             # Not forced on in-process cells: there the sweep's own thread count is the run's.
             threads = self.threads or (None if self.in_process else cores())
             self._record("running", threads=threads)
-            returncode = self._execute(self.command(threads), threads, claim)
+            returncode = self._execute(self.command(threads), threads, lock)
         finally:
-            claim.release()
+            lock.release()
         return self._finish(returncode)
 
     def _finish(self, returncode: int) -> dict:

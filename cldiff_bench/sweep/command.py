@@ -22,8 +22,8 @@ STATUS_FLAGS = ("wait", "poll", "leaderboard", "no_progress")
 
 
 def add_sweep_arguments(p) -> None:
-    from .grid import RunOptions
-    run_options = RunOptions()
+    from .plan import CellOptions
+    cell_options = CellOptions()
     p.add_argument("target", nargs="*", metavar="GRID.toml | status SWEEP_DIR",
                    help="a TOML file of [[grid]] blocks (with [defaults] and [executor] tables), or `status` and a "
                         "sweep directory")
@@ -76,8 +76,8 @@ def add_sweep_arguments(p) -> None:
                          "(implies --wait)")
     sw.add_argument("--dry-run", action="store_true", help="show the cells and what would run; run nothing")
     sw.add_argument("--no-progress", action="store_true", help="no progress bar (a line per cell that ends stays)")
-    run_options.add_to(p.add_argument_group("run options (passed to every cell; see `cldiff-bench run --help`)"))
-    p.set_defaults(_run_options=run_options, _sweep_parser=p)
+    cell_options.add_to(p.add_argument_group("run options (passed to every cell; see `cldiff-bench run --help`)"))
+    p.set_defaults(_cell_options=cell_options, _sweep_parser=p)
 
 
 def sweep_command(args, registry) -> int:
@@ -133,24 +133,24 @@ def _command(args) -> str:
 
 
 def _cli_axes(args) -> dict:
-    from .grid import axes_of
+    from .plan import axes_of
     given = {"strategies": args.strategies, "streams": args.streams, "seeds": args.seeds, "profiles": args.profile}
     return axes_of({k: v for k, v in given.items() if v is not None}, "the command line")
 
 
 def _sweep(args, registry, grid_file: Path | None) -> int:
     from .executors import executor_options, require_submitit
-    from .grid import blocks_from_command_line, read_grid_file
+    from .plan import blocks_from_command_line, read_grid_file
 
-    run_options = args._run_options
-    cli_options = run_options.given(args)
+    cell_options = args._cell_options
+    cli_options = cell_options.given(args)
     cli_axes = _cli_axes(args)
     cli_executor = {name: getattr(args, "executor" if name == "kind" else name, None)
                     for name in ("kind", *EXECUTOR_FLAGS[1:])}
     cli_executor["sbatch"] = args.sbatch or None
     cli_executor["setup"] = args.setup or None
     if grid_file is not None:
-        gf = read_grid_file(grid_file, run_options, cli_axes, cli_options)
+        gf = read_grid_file(grid_file, cell_options, cli_axes, cli_options)
         blocks, table, where = gf.blocks, gf.executor, f"grid file {grid_file} [executor]"
         name = args.name or gf.name or grid_file.stem
         sweep_dir, leaderboard = args.sweep_dir or gf.sweep_dir, args.leaderboard or gf.leaderboard
@@ -166,10 +166,10 @@ def _sweep(args, registry, grid_file: Path | None) -> int:
         from .executors import check_slurm
         check_slurm()
     main_out = Path(main_out or "runs").expanduser().absolute()
-    from .grid import expand
-    cells = expand(blocks, run_options, registry, main_out, resolve_device=opts.kind != "slurm")
+    from .plan import expand
+    cells = expand(blocks, cell_options, registry, main_out, resolve_device=opts.kind != "slurm")
     sweep_dir = Path(sweep_dir or main_out / "sweeps" / name).expanduser().absolute()
-    from .grid import Identities
+    from .plan import Identities
     identities = Identities()
     plan = _plan(cells, identities)
     if args.dry_run:
@@ -181,8 +181,8 @@ def _sweep(args, registry, grid_file: Path | None) -> int:
 def _plan(cells: list, identities) -> dict[str, str]:
     """What to do with each cell: submitted, or skipped (and why). A run directory holding another configuration's
     run, or files that are no run, is refused before anything runs (as `run` refuses it)."""
-    from ..runclaim import claim_path, is_claimed
-    from .grid import existing
+    from ..runlock import lock_path, is_locked
+    from .plan import existing
     plan = {}
     for cell in cells:
         holds = existing(cell, identities)
@@ -193,7 +193,7 @@ def _plan(cells: list, identities) -> dict[str, str]:
             raise UserError(f"{cell.where}: {cell.run_dir} is not empty and holds no cldiff-bench run")
         if holds == "done":
             plan[cell.key] = "skipped: done"
-        elif is_claimed(claim_path(cell.run_dir)):
+        elif is_locked(lock_path(cell.run_dir)):
             plan[cell.key] = "skipped: running in another sweep"
         else:
             plan[cell.key] = "submitted"
@@ -261,7 +261,7 @@ def _submit(args, cells, plan, blocks, sweep_dir: Path, opts, leaderboard: Path 
             evaluators = Evaluators(commands, sweep_dir, plugins)
 
     records = {c.key: c.record() for c in cells}
-    grid = [b.describe(args._run_options) for b in blocks]
+    grid = [b.describe(args._cell_options) for b in blocks]
     submission = mf.new_submission(command, {"kind": opts.kind, **opts.to_dict(), "parallel": parallel,
                                              "threads": threads} if opts.kind == "local" else opts.to_dict())
     submission["cells"] = dict(plan)

@@ -239,7 +239,7 @@ def run_local(cells: list, evaluators, sweep_dir: Path, opts: ExecutorOptions, p
     except KeyboardInterrupt:
         for _, job in running.values():
             job.cancel(check=False)  # the job's run stops at a checkpoint
-        _wait_for_claims([cell for cell, _ in running.values()])
+        _wait_for_locks([cell for cell, _ in running.values()])
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -258,12 +258,12 @@ def _wait_all(running: dict, poll_s: float, on_tick) -> None:
                 del running[slot]
 
 
-def _wait_for_claims(jobs: list, timeout_s: float = 90) -> None:
+def _wait_for_locks(jobs: list, timeout_s: float = 90) -> None:
     """Wait (a while) for the cancelled cells' runs to write their checkpoints and let go of their cells."""
-    from ..runclaim import claim_path, is_claimed
-    claims = [claim_path(Path(c.run_dir)) for c in jobs if hasattr(c, "run_dir")]
+    from ..runlock import lock_path, is_locked
+    locks = [lock_path(Path(c.run_dir)) for c in jobs if hasattr(c, "run_dir")]
     deadline = time.time() + timeout_s
-    while time.time() < deadline and any(is_claimed(p) for p in claims):
+    while time.time() < deadline and any(is_locked(p) for p in locks):
         time.sleep(0.5)
 
 

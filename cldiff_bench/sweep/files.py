@@ -49,7 +49,7 @@ def write_json(path: Path, obj) -> None:
         raise
 
 
-def read_json(path: Path):
+def read_json_or_none(path: Path):
     """The file's JSON, or None when it is missing or unreadable."""
     try:
         return json.loads(Path(path).read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import UserError
-from .files import MANIFEST_NAME, read_json, write_json
+from .files import MANIFEST_NAME, read_json_or_none, write_json
 
 MANIFEST_FORMAT = 1
 
@@ -35,7 +35,7 @@ def _locked(sweep_dir: Path):
 def update(sweep_dir: Path, change) -> dict:
     """Read, change (in place) and write the manifest, under the directory's lock."""
     with _locked(sweep_dir):
-        manifest = read_json(manifest_path(sweep_dir)) or {
+        manifest = read_json_or_none(manifest_path(sweep_dir)) or {
             "format": MANIFEST_FORMAT, "suite_version": __version__, "created": _now(), "grid": [], "cells": {},
             "submissions": []}
         change(manifest)
@@ -48,7 +48,7 @@ def load(sweep_dir: Path) -> dict:
     path = manifest_path(sweep_dir)
     if not Path(sweep_dir).is_dir():
         raise UserError(f"{sweep_dir} does not exist (a sweep directory holds {MANIFEST_NAME})")
-    manifest = read_json(path)
+    manifest = read_json_or_none(path)
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise UserError(f"{sweep_dir} holds no sweep manifest ({MANIFEST_NAME} of format {MANIFEST_FORMAT}): is "
                         f"it a sweep directory?")

@@ -2,7 +2,7 @@
 write (and, for Slurm jobs, the cluster's accounting when it answers):
 
     done     its run directory holds the result of its configuration
-    running  a process holds the cell's claim (this sweep's job, or another sweep's)
+    running  a process holds the cell's lock (this sweep's job, or another sweep's)
     failed   its last run failed (with the last line of its log), or its job ended without running it
     pending  not finished and not running: queued, requeued after a preemption, interrupted, or not submitted
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..runclaim import claim_holder, claim_path, is_claimed
-from .files import jobs_dir, last_line, log_path, read_json, state_path
+from ..runlock import lock_holder, lock_path, is_locked
+from .files import jobs_dir, last_line, log_path, read_json_or_none, state_path
 from .manifest import load
 
 STATES = ("done", "running", "failed", "pending")
@@ -94,17 +94,17 @@ def cell_status(sweep_dir: Path, key: str, record: dict | None, manifest: dict, 
     where = f"{job} {job_state}" if job_state else job
     if record is not None:
         run_dir = Path(record["run_dir"])
-        result = read_json(run_dir / "result.json")
+        result = read_json_or_none(run_dir / "result.json")
         if isinstance(result, dict) and (record.get("config_hash") in (None, result.get("config_hash"))):
             return CellStatus(key, "done", _result_detail(result), job)
-        claim = claim_path(run_dir)
-        if is_claimed(claim):
-            holder = claim_holder(claim) or {}
+        lock = lock_path(run_dir)
+        if is_locked(lock):
+            holder = lock_holder(lock) or {}
             if holder.get("sweep_dir") not in (None, str(Path(sweep_dir).absolute())):
                 return CellStatus(key, "running", f"in another sweep ({holder.get('sweep_dir')}, job "
                                                   f"{holder.get('job_id')} on {holder.get('host')})", job, True)
             return CellStatus(key, "running", last_line(log_path(sweep_dir, key)) or "", where, True)
-    state = read_json(state_path(sweep_dir, key))
+    state = read_json_or_none(state_path(sweep_dir, key))
     if state is not None and submission is not None and state.get("t", 0) < submission.get("t", 0):
         state = None  # from before the last submission
     line = state.get("last_line") if state else None
@@ -121,8 +121,8 @@ def cell_status(sweep_dir: Path, key: str, record: dict | None, manifest: dict, 
                                                  f"({job_state})", where)
             return CellStatus(key, "pending", f"requeued after a preemption or time-out ({state.get('requeues')} "
                                               f"so far)", where, True)
-        if s == "claimed":
-            holder = state.get("claimed_by") or {}
+        if s == "locked":
+            holder = state.get("locked_by") or {}
             return CellStatus(key, "pending", f"was being run by another sweep ({holder.get('sweep_dir')}), which "
                                               f"did not finish it", where)
         if s == "running":

@@ -1,13 +1,13 @@
-"""Run claims: at most one process trains in a run directory at a time, across runs, sweeps and machines that
+"""Run locks: at most one process trains in a run directory at a time, across runs, sweeps and machines that
 share the output folder.
 
-A claim is an exclusive `flock` on a hidden file beside the run directory (`.seed0.claim` next to `seed0/`:
+A lock is an exclusive `flock` on a hidden file beside the run directory (`.seed0.lock` next to `seed0/`:
 inside it, `run` would find a file it does not know and refuse the directory). A bare `run` takes it itself; a
 sweep's cell takes it before it starts the run, and the run inherits the descriptor (and is told so through
-HELD_CLAIM_ENV), so the claim lasts until both are gone.
+HELD_LOCK_ENV), so the lock lasts until both are gone.
 The kernel drops the lock when they end, however they end (an error, SIGKILL, a crash; on NFS the server drops a
-dead client's locks when its lease runs out), so a stale claim never blocks: a claim file a dead process left
-behind is claimable at once. The file names its holder for `sweep status`, and is removed on release.
+dead client's locks when its lease runs out), so a stale lock never blocks: a lock file a dead process left
+behind is lockable at once. The file names its holder for `sweep status`, and is removed on release.
 """
 from __future__ import annotations
 
@@ -17,24 +17,24 @@ import os
 import time
 from pathlib import Path
 
-# Set by a sweep's cell for the run it starts: the claim file the run's inherited descriptor holds.
-HELD_CLAIM_ENV = "CLDIFF_BENCH_HELD_CLAIM"
-_held_here: set[str] = set()  # claim files this process holds (a cell that runs its run in-process)
+# Set by a sweep's cell for the run it starts: the lock file the run's inherited descriptor holds.
+HELD_LOCK_ENV = "CLDIFF_BENCH_HELD_LOCK"
+_held_here: set[str] = set()  # lock files this process holds (a cell that runs its run in-process)
 
 
-def claim_path(run_dir: Path) -> Path:
+def lock_path(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
-    return run_dir.parent / f".{run_dir.name}.claim"
+    return run_dir.parent / f".{run_dir.name}.lock"
 
 
-class RunClaim:
+class RunLock:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.fd: int | None = None
 
     def acquire(self, holder: dict, tries: int = 20, delay_s: float = 0.1) -> bool:
-        """Take the claim; False when another live process holds it. Tried for a moment (`tries` x `delay_s`),
-        so that a `sweep status` looking at the claim just then is not taken for a holder."""
+        """Take the lock; False when another live process holds it. Tried for a moment (`tries` x `delay_s`),
+        so that a `sweep status` looking at the lock just then is not taken for a holder."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(tries):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -66,7 +66,7 @@ class RunClaim:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self) -> RunClaim:
+    def __enter__(self) -> RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -80,8 +80,8 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def is_claimed(path: Path) -> bool:
-    """Whether a live process holds the claim (looked at without taking it for longer than a moment)."""
+def is_locked(path: Path) -> bool:
+    """Whether a live process holds the lock (looked at without taking it for longer than a moment)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -95,7 +95,7 @@ def is_claimed(path: Path) -> bool:
     return False
 
 
-def claim_holder(path: Path) -> dict | None:
+def lock_holder(path: Path) -> dict | None:
     try:
         return json.loads(Path(path).read_text() or "null")
     except (OSError, ValueError):
@@ -103,9 +103,9 @@ def claim_holder(path: Path) -> dict | None:
 
 
 def held_for_us(path: Path) -> bool:
-    """Whether this process already holds the claim `path`, itself or through the cell that started it."""
+    """Whether this process already holds the lock `path`, itself or through the cell that started it."""
     resolved = str(Path(path).resolve())
-    return resolved in _held_here or os.environ.get(HELD_CLAIM_ENV) == resolved
+    return resolved in _held_here or os.environ.get(HELD_LOCK_ENV) == resolved
 
 
 def describe_holder(holder: dict | None) -> str:

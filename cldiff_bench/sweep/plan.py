@@ -37,7 +37,7 @@ class _RaisingParser(argparse.ArgumentParser):
         raise _ParseError(message)
 
 
-class RunOptions:
+class CellOptions:
     """The run arguments a sweep passes on to its cells (all of run_arguments.RUN_ARGUMENTS but those it sets for
     each cell itself): read from its command line and its TOML tables (by their long names, e.g.
     `num-generated = 40`), merged, and written back as `run` arguments."""
@@ -145,8 +145,8 @@ class Block:
     axes: dict[str, list]   # strategies, streams, profiles: names; seeds: integers
     options: dict           # run options given (destination -> value), merged from the file and the command line
 
-    def describe(self, run_options: RunOptions) -> dict:
-        return {"block": self.where, "name": self.name, **self.axes, "run_options": run_options.to_argv(self.options)}
+    def describe(self, cell_options: CellOptions) -> dict:
+        return {"block": self.where, "name": self.name, **self.axes, "cell_options": cell_options.to_argv(self.options)}
 
 
 def axes_of(table: dict, where: str) -> dict[str, list]:
@@ -191,7 +191,7 @@ class GridFile:
     defaults: dict = field(default_factory=dict)
 
 
-def read_grid_file(path: Path, run_options: RunOptions, cli_axes: dict, cli_options: dict) -> GridFile:
+def read_grid_file(path: Path, cell_options: CellOptions, cli_axes: dict, cli_options: dict) -> GridFile:
     """The blocks of a TOML grid file; options on the command line apply to every block and win over the file's."""
     path = Path(path)
     try:
@@ -221,7 +221,7 @@ def read_grid_file(path: Path, run_options: RunOptions, cli_axes: dict, cli_opti
     def split(table: dict, where: str) -> tuple[dict, dict]:
         axes = axes_of({k: v for k, v in table.items() if k in AXES}, where)
         rest = {k: v for k, v in table.items() if k not in AXES and k != "name"}
-        return axes, run_options.from_table(rest, where)
+        return axes, cell_options.from_table(rest, where)
 
     default_axes, default_options = split(doc.get("defaults", {}), f"{path} [defaults]")
     blocks = []
@@ -232,7 +232,7 @@ def read_grid_file(path: Path, run_options: RunOptions, cli_axes: dict, cli_opti
         where = f"{path} [[grid]] {i}" + (f" ({name})" if name else "")
         axes, options = split(table, where)
         axes = _complete({**default_axes, **axes, **cli_axes}, where)
-        blocks.append(Block(where, name, axes, run_options.merge(default_options, options, cli_options)))
+        blocks.append(Block(where, name, axes, cell_options.merge(default_options, options, cli_options)))
     return GridFile(path, doc.get("name"), doc.get("sweep-dir"), doc.get("leaderboard"),
                     dict(doc.get("executor", {})), blocks, default_options)
 
@@ -266,7 +266,7 @@ def _quote(arg: str) -> str:
     return shlex.quote(arg)
 
 
-def expand(blocks: list[Block], run_options: RunOptions, registry, main_out: Path,
+def expand(blocks: list[Block], cell_options: CellOptions, registry, main_out: Path,
            resolve_device: bool = True) -> list[CellSpec]:
     """Every cell of every block, checked as `run` checks it (names, options, budget) before anything runs.
     Seeds outer, strategies inner, in the order given: list the costliest strategies first so that cells run side
@@ -284,12 +284,12 @@ def expand(blocks: list[Block], run_options: RunOptions, registry, main_out: Pat
         for dest in PATH_DESTS:
             if options.get(dest) is not None:
                 options[dest] = str(Path(options[dest]).expanduser().absolute())
-        namespace = run_options.namespace(options)
+        namespace = cell_options.namespace(options)
         if "out" not in options:
             namespace.out = options["out"] = str(Path(namespace.out).expanduser().absolute())
-        base_argv = run_options.to_argv(options)
+        base_argv = cell_options.to_argv(options)
         # What `train-evaluator` needs to find (or train) the same classifier as the cells: as the cells get it.
-        evaluator_argv = run_options.to_argv({k: v for k, v in options.items()
+        evaluator_argv = cell_options.to_argv({k: v for k, v in options.items()
                                               if k in ("data_root", "cache_dir", "device", "classifier_weights")})
         for stream in block.axes["streams"]:
             for profile in block.axes["profiles"]:

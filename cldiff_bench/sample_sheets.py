@@ -16,7 +16,7 @@ CAPTION_HEIGHT = 14
 PAD = 2
 
 
-def grid_image(images_u8: torch.Tensor, captions: list[str] | None = None, scale: int = TILE_SCALE) -> Image.Image:
+def sample_sheet_image(images_u8: torch.Tensor, captions: list[str] | None = None, scale: int = TILE_SCALE) -> Image.Image:
     """uint8 (N, C, H, W) images as one RGB grid, nrow = ceil(sqrt(N)), with an optional caption under each."""
     n, c, h, w = images_u8.shape
     cols = int(math.ceil(math.sqrt(n)))
@@ -40,8 +40,8 @@ def grid_image(images_u8: torch.Tensor, captions: list[str] | None = None, scale
     return canvas
 
 
-def save_grid(images_u8: torch.Tensor, path: Path, captions: list[str] | None = None) -> None:
+def save_sample_sheet(images_u8: torch.Tensor, path: Path, captions: list[str] | None = None) -> None:
     import io
     buffer = io.BytesIO()
-    grid_image(images_u8, captions).save(buffer, format="PNG")
+    sample_sheet_image(images_u8, captions).save(buffer, format="PNG")
     atomic_write_bytes(Path(path), buffer.getvalue())
