@@ -12,7 +12,6 @@ from cldiff_bench.core import DiffusionCore
 from cldiff_bench.errors import UserError
 from cldiff_bench.model_source import save_model_file
 from cldiff_bench.registry import load_registry
-from cldiff_bench.runner import run
 from cldiff_bench.settings import RunConfig, resolve_settings
 from tests.helpers import MICRO_UNET, one_line_error
 from tests.plugins import ancestral_sampler_plugin, halving_plugin
@@ -25,7 +24,7 @@ GD = ["run", "--strategy", "gd", "--stream", "digits-5", "--profile", "tiny", "-
 
 def test_a_plugins_distillation_method_accelerates_the_teacher(tmp_path, capsys):
     halving_plugin.UPDATES.clear()
-    code = main(["--plugin", HALVING, *GD, "--out", str(tmp_path), "-o", "teacher_accel", "halving",
+    code = main(["--plugin", HALVING, *GD, "--out", str(tmp_path), "--teacher-accel", "halving",
                  "-o", "teacher_accel_updates", "3"])
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "digits-5/tiny/gd+halving/seed0/result.json").read_text())
@@ -50,12 +49,13 @@ def test_a_teacher_accelerator_the_registry_lacks_is_refused_before_training(plu
 
 
 @pytest.mark.slow  # a whole evaluated run
-def test_a_plugins_sampler_draws_a_runs_metric_samples(tmp_path):
+def test_a_plugins_sampler_draws_a_runs_metric_samples(tmp_path, capsys):
     drawn = ancestral_sampler_plugin.DRAWN[0]
-    path = run(RunConfig(strategy="gd", stream="digits-5", profile="tiny", device="cpu", budget={"iterations": 2},
-                         out=tmp_path, progress=False, evaluation={"sampler": "ancestral", "num_generated": 40}),
-               load_registry([ANCESTRAL]))
-    result = json.loads(path.read_text())
+    code = main(["--plugin", ANCESTRAL, "run", "--strategy", "gd", "--stream", "digits-5", "--profile", "tiny",
+                 "--iterations", "2", "--sampler", "ancestral", "--num-generated", "40", "--no-progress", "--out",
+                 str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "digits-5/tiny/gd/seed0/result.json").read_text())
     assert result["config"]["evaluation"]["sampler"] == "ancestral"
     assert result["evaluation"]["settings"]["sampler"] == "ancestral"
     # Every image the evaluation drew came from it: the metric samples, the sample grid and the solver's replay
