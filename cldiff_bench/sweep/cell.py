@@ -131,24 +131,12 @@ class _Job(submitit.helpers.Checkpointable):
                 raise
 
     def _execute_in_process(self, args: list[str], log) -> int:
-        from ..commands import command_parser
         from ..errors import exit_status
-        from ..registry import load_registry
         name, argv = args[len(self._plugin_args())], args[len(self._plugin_args()) + 1:]
-
-        def execute() -> int:
-            registry = load_registry(self.plugins)
-            command = registry.command(name)
-            try:
-                parsed = command_parser(command).parse_args(argv)
-            except SystemExit as exc:  # a bad argument, already printed as one line
-                return exc.code if isinstance(exc.code, int) else 2
-            return command.run(parsed, registry)
-
         tee_out, tee_err = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
         with contextlib.redirect_stdout(tee_out), contextlib.redirect_stderr(tee_err):
             try:
-                return exit_status(execute)
+                return exit_status(lambda: _command_in_process(self.plugins, name, argv))
             except Exception:
                 traceback.print_exc()
                 self._record("failed", returncode=None, last_line=traceback.format_exc().strip().splitlines()[-1])
@@ -183,6 +171,19 @@ class _Job(submitit.helpers.Checkpointable):
         self.requeues += 1
         self._record("requeued", returncode=None if self._proc is None else self._proc.returncode)
         return submitit.helpers.DelayedSubmission(copy.copy(self), *args, **kwargs)
+
+
+def _command_in_process(plugins: tuple[str, ...], name: str, argv: list[str]) -> int:
+    """`cldiff-bench NAME ARGV` in this process, through the registered command, as the command line runs it."""
+    from ..commands import command_parser
+    from ..registry import load_registry
+    registry = load_registry(plugins)
+    command = registry.command(name)
+    try:
+        parsed = command_parser(command).parse_args(argv)
+    except SystemExit as exc:  # a bad argument, already printed as one line
+        return exc.code if isinstance(exc.code, int) else 2
+    return command.run(parsed, registry)
 
 
 PR_SET_PDEATHSIG = 1
