@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import pluggy
 
+from ..commands import CommandSpec
 from ..errors import UserError, unknown_name
 from .hookspecs import ENTRY_POINT_GROUP, PROJECT, PluginSpecs
 from ..diffusion.samplers import SamplerSpec
@@ -100,10 +101,11 @@ class Registry:
                 "strategy": self._collect("cldiff_bench_strategies", lambda r: [(s.name, s) for s in r]),
                 "stream": self._collect("cldiff_bench_streams", lambda r: [(s.name, s) for s in r]),
                 "model preset": self._collect("cldiff_bench_model_presets", lambda r: list(dict(r).items())),
-                "extractor": self._collect("cldiff_bench_extractors", _extractor_items),
-                "sampler": self._collect("cldiff_bench_samplers", _sampler_items),
+                "extractor": self._collect("cldiff_bench_extractors",
+                                           _specs(ExtractorSpec, "cldiff_bench_extractors")),
+                "sampler": self._collect("cldiff_bench_samplers", _specs(SamplerSpec, "cldiff_bench_samplers")),
                 "distiller": self._collect("cldiff_bench_distillers", lambda r: [(d.name, d) for d in r]),
-                "command": self._collect("cldiff_bench_commands", _command_items),
+                "command": self._collect("cldiff_bench_commands", _specs(CommandSpec, "cldiff_bench_commands")),
             }
         return self._cache
 
@@ -143,32 +145,15 @@ class Registry:
         return {name: entry.obj for name, entry in self.entries("extractor").items()}
 
 
-def _extractor_items(result) -> list[tuple[str, ExtractorSpec]]:
-    items = []
-    for spec in result:
-        if not isinstance(spec, ExtractorSpec):
-            raise UserError(f"cldiff_bench_extractors must return ExtractorSpecs, got {type(spec).__name__} "
-                            f"{spec!r:.80}")
-        items.append((spec.name, spec))
-    return items
-
-
-def _command_items(result) -> list[tuple[str, Any]]:
-    from ..commands import CommandSpec
-    items = []
-    for spec in result:
-        if not isinstance(spec, CommandSpec):
-            raise UserError(f"cldiff_bench_commands must return CommandSpecs, got {type(spec).__name__} {spec!r:.80}")
-        items.append((spec.name, spec))
-    return items
-
-
-def _sampler_items(result) -> list[tuple[str, SamplerSpec]]:
-    items = []
-    for spec in result:
-        if not isinstance(spec, SamplerSpec):
-            raise UserError(f"cldiff_bench_samplers must return SamplerSpecs, got {type(spec).__name__} {spec!r:.80}")
-        items.append((spec.name, spec))
+def _specs(spec_type: type, hook_name: str):
+    """What a hook returning `spec_type`s registers: (name, spec) pairs, anything else refused by name."""
+    def items(result) -> list[tuple[str, Any]]:
+        result = list(result)
+        for spec in result:
+            if not isinstance(spec, spec_type):
+                raise UserError(f"{hook_name} must return {spec_type.__name__}s, got {type(spec).__name__} "
+                                f"{spec!r:.80}")
+        return [(spec.name, spec) for spec in result]
     return items
 
 
