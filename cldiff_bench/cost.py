@@ -54,20 +54,105 @@ def _rss_high_water_mark() -> int | None:
     return None
 
 
+class PhaseClock:
+    """Seconds by phase, each nested phase charged to itself and taken from the phase around it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._seconds: Counter = Counter()
+        # On a GPU: (phase, the phase it is nested in or None, start event, end event) of phases not yet read,
+        # in the order their end events were recorded, which is the order the GPU reaches them.
+        self._pending: list[tuple[str, str | None, torch.cuda.Event, torch.cuda.Event]] = []
+
+    def now(self):
+        if self.device.type != "cuda":
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(self.device))
+        return event
+
+    def charge(self, name: str, outer: str | None, start, end) -> None:
+        """Charge phase `name`, nested in `outer`, with the time from `start` to `end` (two `now()`s)."""
+        if isinstance(start, float):
+            self._charge(name, outer, end - start)
+        else:
+            self._pending.append((name, outer, start, end))
+            self._read_events(wait=False)
+
+    def _charge(self, name: str, outer: str | None, seconds: float) -> None:
+        self._seconds[name] += seconds
+        if outer is not None:
+            self._seconds[outer] -= seconds
+
+    def _read_events(self, wait: bool) -> None:
+        """Charge the phases whose end the GPU has reached (with `wait`, all of them, waiting for the last)."""
+        while self._pending:
+            name, outer, start, end = self._pending[0]
+            if wait:
+                end.synchronize()
+            elif not end.query():
+                return
+            self._pending.pop(0)
+            self._charge(name, outer, start.elapsed_time(end) / 1000.0)
+
+    @property
+    def seconds(self) -> Counter:
+        self._read_events(wait=True)
+        return self._seconds
+
+    @seconds.setter
+    def seconds(self, value) -> None:
+        self._pending = []
+        self._seconds = Counter(value)
+
+
+class PhaseMemory:
+    """Memory peaks by phase: the counters restart at every phase boundary, so a phase nested in another does not
+    inherit the peak of the one around it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._phase_peaks: dict[str, dict[str, int]] = {}
+        self._rss_resettable = _reset_rss_high_water_mark()
+
+    def close(self, phase: str) -> None:
+        """Charge the memory peak since the last boundary to `phase`, then restart the peak counters."""
+        peaks = self._phase_peaks.setdefault(phase, {})
+        if self._rss_resettable:
+            rss = _rss_high_water_mark()
+            if rss is not None:
+                peaks["rss_bytes"] = max(peaks.get("rss_bytes", 0), rss)
+            _reset_rss_high_water_mark()
+        if self.device.type == "cuda":
+            peaks["gpu_allocated_bytes"] = max(peaks.get("gpu_allocated_bytes", 0),
+                                               int(torch.cuda.max_memory_allocated(self.device)))
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def reset(self) -> None:
+        self._phase_peaks = {}
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        if self._rss_resettable:
+            _reset_rss_high_water_mark()
+
+    def report(self) -> dict:
+        out = {"peak_rss_bytes": peak_rss_bytes(),
+               "peak_memory_by_phase": {p: dict(v) for p, v in self._phase_peaks.items() if v}}
+        if self.device.type == "cuda":
+            by_phase = [v.get("gpu_allocated_bytes", 0) for v in self._phase_peaks.values()]
+            out["peak_gpu_allocated_bytes"] = max(by_phase + [int(torch.cuda.max_memory_allocated(self.device))])
+        return out
+
+
 class CostMeter:
-    """Counts NFEs through forward hooks on the networks it watches, and wall time by phase."""
+    """Counts NFEs through forward hooks on the networks it watches, wall time and memory by phase."""
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.counts: Counter = Counter()
-        self._seconds: Counter = Counter()
         self._active: list[str] = []
-        # On a GPU: (phase, the phase it is nested in or None, start event, end event) of phases not yet read,
-        # in the order their end events were recorded, which is the order the GPU reaches them.
-        self._pending: list[tuple[str, str | None, torch.cuda.Event, torch.cuda.Event]] = []
-        # Peak memory of each phase since the last reset_peak_memory (a phase nested in another is its own).
-        self._phase_peaks: dict[str, dict[str, int]] = {}
-        self._rss_resettable = _reset_rss_high_water_mark()
+        self._clock = PhaseClock(self.device)
+        self._memory = PhaseMemory(self.device)
 
     def watch(self, module: nn.Module, role: str):
         """Count every forward of `module` as `role`_forward (and, for the student under autograd, a backward)."""
@@ -96,85 +181,34 @@ class CostMeter:
         if name not in PHASES:
             raise ValueError(name)
         if self._active:
-            self._close_peak(self._active[-1])
+            self._memory.close(self._active[-1])
         outer = self._active[-1] if self._active else None
-        start = self._now()
+        start = self._clock.now()
         self._active.append(name)
         try:
             yield
         finally:
-            end = self._now()
-            self._close_peak(name)
+            end = self._clock.now()
+            self._memory.close(name)
             self._active.pop()
-            if isinstance(start, float):
-                self._charge(name, outer, end - start)
-            else:
-                self._pending.append((name, outer, start, end))
-                self._read_events(wait=False)
-
-    def _now(self):
-        if self.device.type != "cuda":
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record(torch.cuda.current_stream(self.device))
-        return event
-
-    def _charge(self, name: str, outer: str | None, seconds: float) -> None:
-        self._seconds[name] += seconds
-        if outer is not None:
-            self._seconds[outer] -= seconds
-
-    def _read_events(self, wait: bool) -> None:
-        """Charge the phases whose end the GPU has reached (with `wait`, all of them, waiting for the last)."""
-        while self._pending:
-            name, outer, start, end = self._pending[0]
-            if wait:
-                end.synchronize()
-            elif not end.query():
-                return
-            self._pending.pop(0)
-            self._charge(name, outer, start.elapsed_time(end) / 1000.0)
+            self._clock.charge(name, outer, start, end)
 
     @property
     def seconds(self) -> Counter:
         """Seconds by phase (on a GPU this waits until the phases timed so far have finished on it)."""
-        self._read_events(wait=True)
-        return self._seconds
+        return self._clock.seconds
 
     @seconds.setter
     def seconds(self, value) -> None:
-        self._pending = []
-        self._seconds = Counter(value)
-
-    def _close_peak(self, phase: str) -> None:
-        """Charge the memory peak since the last boundary to `phase`, then restart the peak counters."""
-        peaks = self._phase_peaks.setdefault(phase, {})
-        if self._rss_resettable:
-            rss = _rss_high_water_mark()
-            if rss is not None:
-                peaks["rss_bytes"] = max(peaks.get("rss_bytes", 0), rss)
-            _reset_rss_high_water_mark()
-        if self.device.type == "cuda":
-            peaks["gpu_allocated_bytes"] = max(peaks.get("gpu_allocated_bytes", 0),
-                                               int(torch.cuda.max_memory_allocated(self.device)))
-            torch.cuda.reset_peak_memory_stats(self.device)
+        self._clock.seconds = value
 
     def reset_peak_memory(self) -> None:
-        self._phase_peaks = {}
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        if self._rss_resettable:
-            _reset_rss_high_water_mark()
+        self._memory.reset()
 
     def peak_memory(self) -> dict:
         """The process's peak RSS, and each phase's own peak since the last reset: RSS where the OS lets the peak
         be restarted (Linux), GPU memory allocated by tensors on a GPU."""
-        out = {"peak_rss_bytes": peak_rss_bytes(),
-               "peak_memory_by_phase": {p: dict(v) for p, v in self._phase_peaks.items() if v}}
-        if self.device.type == "cuda":
-            by_phase = [v.get("gpu_allocated_bytes", 0) for v in self._phase_peaks.values()]
-            out["peak_gpu_allocated_bytes"] = max(by_phase + [int(torch.cuda.max_memory_allocated(self.device))])
-        return out
+        return self._memory.report()
 
     def snapshot(self) -> dict:
         seconds = self.seconds

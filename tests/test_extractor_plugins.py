@@ -155,7 +155,7 @@ def test_evaluator_looks_extractors_up_in_the_mapping_it_is_given(tmp_path):
     ev = Evaluator(stream, settings, tmp_path, torch.device("cpu"), 0, progress=False,
                    extractors=load_registry([PLUGIN]).extractors())
     ev.preflight()  # builds the extractor (it needs no classifier), so a broken one fails before any training
-    assert ev._feature == "stats" and ev._classifier is None
+    assert ev.fid_extractor.feature == "stats" and ev.evaluation_classifier.network is None
     stats, _, n = ev.real_statistics(0)
     assert n == 20 and stats["mu"].shape == (3 + 3 * GRID * GRID,)
     # Features of real images: channel means equal (grayscale repeated), in (0, 1).

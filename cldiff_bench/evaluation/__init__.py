@@ -9,28 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import pathlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping
 
 import torch
-import torch_fidelity
 
 from ..diffusion.samplers import DEFAULT_SAMPLER
-from ..diffusion.seeding import derive_seeds, generator
 from ..errors import UserError, unknown_name
-from ..streams.base import ImageSet, Stream
-from ..io import atomic_torch_save, load_tensors, sha256_of_arrays
-from .classifier import (CLASSIFIER_ARCHS, CLASSIFIER_CODE_VERSION,
-                         load_evaluation_classifier, predict_logits, ruler_files, ruler_record,
-                         train_evaluation_classifier)
-from .features import extract_features
-from .metrics import (KLD_EPSILON, class_histogram, fid_from_features, fid_from_statistics, fid_statistics,
-                      kl_divergence, total_variation)
-from .solver import (KD_DIRECTIONS, KD_SCALE_T2, SOLVER_ARCHS, SOLVER_MODES, UINT8_CONVERSIONS, Solver,
-                     generate_images, kd_loss)
+from ..streams.base import Stream
+from .classifier import CLASSIFIER_ARCHS, ruler_files, train_evaluation_classifier
+from .instruments import EvaluationClassifier, FidExtractor
+from .metrics import (class_histogram, fid_from_features, fid_from_statistics, fid_statistics, kl_divergence,
+                      total_variation)
+from .provenance import describe_evaluation
+from .real_statistics import RealStatistics
+from .sample_scores import SampleScorer
+from .solver import KD_DIRECTIONS, SOLVER_ARCHS, SOLVER_MODES, UINT8_CONVERSIONS, Solver, kd_loss
 
 if TYPE_CHECKING:
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
@@ -40,12 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["EvalSettings", "Evaluator", "train_evaluation_classifier", "class_histogram", "kl_divergence",
            "total_variation", "fid_statistics", "fid_from_statistics", "fid_from_features", "kd_loss",
            "resolve_extractor", "build_extractor", "SOLVER_MODES", "KD_DIRECTIONS", "CLASSIFIER_ARCHS"]
-
-_PURPOSE_FID_SAMPLES = 0xE001
-_PURPOSE_REAL_SUBSET = 0xE002
-# Bump when anything that changes cached real statistics changes (preprocessing, statistics dtype).
-REAL_STATS_VERSION = "r1"
-
 
 @dataclass
 class EvalSettings:
@@ -151,80 +141,31 @@ class Evaluator:
         # The model after the previous task, which a "replay" solver replays from; evaluator state (checkpointed)
         # so a resumed run replays from the same model.
         self.previous_model: dict[str, torch.Tensor] | None = None
-        self._classifier = None
-        self._classifier_info: dict | None = None
-        self._extractor = None
-        self._extractor_id: str | None = None
-        self._feature: str | None = None
-
-    # -- shared, cached pieces -----------------------------------------------------------------------------------
+        self.evaluation_classifier = EvaluationClassifier(stream, settings, self.cache_dir, self.device)
+        self.fid_extractor = FidExtractor(self.extractor_spec, self.evaluation_classifier, settings, self.device)
+        self.real = RealStatistics(stream, settings, self.cache_dir, self.fid_extractor, progress)
+        self.scorer = SampleScorer(stream, settings, self.evaluation_classifier, self.fid_extractor, self.real,
+                                   progress)
 
     def preflight(self) -> None:
         """Check before any training that what the evaluation needs can be had: the evaluation classifier (cached,
         or its pretrained weights at hand) and the FID extractor with its weights."""
         ruler_files(self.stream, self.settings, self.cache_dir)  # raises, before any training, if not at hand
         if self.settings.compute_fid and not self.extractor_spec.needs_classifier:
-            self._extractor_and_feature()
-
-    def classifier(self):
-        if self._classifier is None:
-            self._classifier, self._classifier_info = load_evaluation_classifier(
-                self.stream, self.settings, self.cache_dir, self.device)
-            self._classifier.requires_grad_(False)
-        return self._classifier
-
-    def _extractor_and_feature(self):
-        if self._extractor is None:
-            spec = self.extractor_spec
-            classifier = self.classifier() if spec.needs_classifier else None
-            extractor, feature = spec.build(classifier, self.device, self.settings)
-            provided = tuple(extractor.get_requested_features_list())
-            if feature not in provided:
-                raise UserError(f"FID feature extractor {spec.name!r} names the feature {feature!r} for FID but "
-                                f"computes only {', '.join(map(repr, provided))}")
-            # What the real statistics depend on, beyond the images: the network and its weights.
-            self._extractor_id = spec.identity(self.settings, self._classifier_info if spec.needs_classifier
-                                               else None)
-            self._extractor, self._feature = extractor.to(self.device).eval(), feature
-        return self._extractor, self._feature
-
-    def _real_set(self, k: int) -> ImageSet:
-        real = self.stream.test_seen(k)
-        n = self.settings.num_real
-        if n is None or n >= len(real):
-            return real
-        # Keyed by the seen classes, not the run seed: every run of every method meets the same reference images.
-        g = generator(_PURPOSE_REAL_SUBSET, len(real), *self.stream.seen_classes(k))
-        idx = torch.randperm(len(real), generator=g)[:n].sort().values
-        return ImageSet(real.images[idx], real.labels[idx])
+            self.fid_extractor.built()
 
     def real_statistics(self, k: int) -> tuple[dict, str, int]:
         """(mu/sigma of the real seen test images, their sha256, number of images), from the cache if present."""
-        extractor, feature = self._extractor_and_feature()
-        real = self._real_set(k)
-        key = {"version": REAL_STATS_VERSION, "dataset": self.stream.dataset,
-               "seen_classes": list(self.stream.seen_classes(k)), "extractor": self._extractor_id,
-               "feature": feature, "num_real": len(real),
-               "images_sha256": sha256_of_arrays(real.images, real.labels)}
-        key_json = json.dumps(key, sort_keys=True)
-        name = f"{self.stream.dataset}-{self.settings.extractor}-{hashlib.sha256(key_json.encode()).hexdigest()[:20]}.pt"
-        path = self.cache_dir / "fid_stats" / name
-        stats = None
-        if path.exists():
-            cached = load_tensors(path)
-            if cached.get("key") == key_json:
-                stats = {"mu": cached["mu"].numpy(), "sigma": cached["sigma"].numpy()}
-        if stats is None:
-            feats = extract_features(extractor, real.images, self.settings.batch_size, self.device, self.progress,
-                                     f"FID real features task {k}")[feature]
-            stats = fid_statistics(feats)
-            atomic_torch_save({"mu": torch.from_numpy(stats["mu"]), "sigma": torch.from_numpy(stats["sigma"]),
-                               "key": key_json}, path)
-        return stats, sha256_of_arrays(stats["mu"], stats["sigma"]), len(real)
+        return self.real.of_task(k)
 
     def label(self, images_u8: torch.Tensor) -> list[int]:
         """The evaluation classifier's class for each uint8 image (what KLD and ARD count)."""
-        return predict_logits(self.classifier(), images_u8, self.settings.batch_size, self.device).argmax(1).tolist()
+        return self.evaluation_classifier.logits(images_u8).argmax(1).tolist()
+
+    def score_images(self, k: int, fake: torch.Tensor) -> dict:
+        """FID, KLD and ARD of uint8 images `fake` as if a model had drawn them after task k (the oracle scores
+        real held-out images this way)."""
+        return self.scorer.score(k, fake)
 
     # -- the per-task evaluation ---------------------------------------------------------------------------------
 
@@ -238,7 +179,7 @@ class Evaluator:
         with phase:
             result = {"task": k, "seen_classes": list(self.stream.seen_classes(k))}
             if self.settings.compute_fid:
-                result.update(self._generative_metrics(k, generate))
+                result.update(self.scorer.score(k, self.scorer.draw(k, generate, self.seed)))
             if self.solver is not None:
                 result["solver_mode"] = solver_mode
                 result.update(self.solver.train_task(self.stream, k, solver_mode, generate_previous, self.meter,
@@ -261,32 +202,6 @@ class Evaluator:
             self.previous_model = {n: v.detach().cpu().clone() for n, v in model_state.items()}
         return result
 
-    def _generative_metrics(self, k: int, generate) -> dict:
-        s = self.settings
-        seeds = derive_seeds(s.num_generated, self.seed, k, _PURPOSE_FID_SAMPLES)
-        fake = generate_images(generate, seeds, s.batch_size, self.stream.image_shape, self.progress,
-                               f"FID samples task {k}", UINT8_CONVERSIONS[s.generated_to_uint8])
-        return self.score_images(k, fake)
-
-    def score_images(self, k: int, fake: torch.Tensor) -> dict:
-        """FID, KLD and ARD of uint8 images `fake` as if a model had drawn them after task k (the oracle scores
-        real held-out images this way)."""
-        s = self.settings
-        extractor, feature = self._extractor_and_feature()
-        feats = extract_features(extractor, fake, s.batch_size, self.device, self.progress,
-                                 f"FID generated features task {k}")
-        real_stats, real_hash, num_real = self.real_statistics(k)
-        fid = fid_from_statistics(fid_statistics(feats[feature]), real_stats)
-        logits = feats["logits"] if "logits" in feats else predict_logits(self.classifier(), fake, s.batch_size,
-                                                                           self.device)
-        p_gen = class_histogram(logits.argmax(1), self.stream.num_classes)
-        p_true = class_histogram(self.stream.test_seen(k).labels, self.stream.num_classes)
-        return {"fid": fid, "fid_extractor": s.extractor, "kld": kl_divergence(p_true, p_gen),
-                "ard": total_variation(p_true, p_gen), "class_histogram_true": p_true.tolist(),
-                "class_histogram_generated": p_gen.tolist(), "num_generated": len(fake), "num_real": num_real,
-                "real_stats_hash": real_hash, "fid_steps": s.fid_steps,
-                "evaluation_classifier_version": self._classifier_info["version"]}
-
     # -- resume and provenance -----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
@@ -303,26 +218,4 @@ class Evaluator:
         self.previous_model = state.get("previous_model")
 
     def describe(self) -> dict:
-        s = self.settings
-        out = {"extractor": s.extractor, "torch_fidelity_version": torch_fidelity.__version__,
-               "num_generated": s.num_generated, "num_real": "all seen test images" if s.num_real is None
-               else s.num_real, "fid_steps": s.fid_steps, "settings": s.to_dict(),
-               "fid": "torch-fidelity fid_statistics_to_metric on float64 statistics; generated images rounded "
-                      "to uint8, grayscale repeated to 3 channels, against the test images of all seen classes",
-               "kld": f"KL(p_true || p_gen) in nats; {KLD_EPSILON:g} added to both histograms, both renormalised",
-               "ard": "total variation 0.5 * sum |p_true - p_gen| of the unsmoothed histograms",
-               "solver": {"arch": s.solver_arch, "kd_direction": s.kd_direction, "kd_temperature": s.kd_temperature,
-                          "kd_scaled_by_t_squared": KD_SCALE_T2, "optimizer": "Adam, fresh per task"}}
-        # Where a weights file lives is not part of what was computed; its name (and the version's hash) is.
-        for name in ("inception_weights", "classifier_weights", "ruler_file"):
-            if getattr(s, name):
-                out["settings"][name] = pathlib.Path(getattr(s, name)).name
-        out["evaluation_classifier"] = self._classifier_info or ruler_record(self.stream, s, self.cache_dir)
-        out["evaluation_classifier_code_version"] = CLASSIFIER_CODE_VERSION
-        extra = self.extractor_spec.describe(s)
-        clash = sorted(set(extra) & set(out))
-        if clash:
-            raise UserError(f"FID feature extractor {s.extractor!r} describes {', '.join(clash)}, which the suite "
-                            f"records itself; name its provenance differently")
-        out.update(extra)
-        return out
+        return describe_evaluation(self.settings, self.evaluation_classifier, self.extractor_spec)
