@@ -23,7 +23,7 @@ from .classifier import CLASSIFIER_ARCHS, ruler_files, train_evaluation_classifi
 from .instruments import EvaluationClassifier, FidExtractor
 from .metrics import (class_histogram, fid_from_features, fid_from_statistics, fid_statistics, kl_divergence,
                       total_variation)
-from .provenance import describe_evaluation
+from .description import describe_evaluation
 from .real_statistics import RealStatistics
 from .sample_scores import SampleScorer
 from .solver import KD_DIRECTIONS, SOLVER_ARCHS, SOLVER_MODES, UINT8_CONVERSIONS, Solver, kd_loss
