@@ -112,7 +112,7 @@ def test_the_neighbours_schedule_is_one_round_on_the_fine_grid_sampled_at_the_ta
     engine.step()
     after = core.meter.snapshot()["counts"]
     assert after["student_forward"] - before["student_forward"] == 2 * 4  # 2 evaluations per update, as dsd's
-    assert engine.pos.tolist() == [2, 4, 6, 0]  # the chains moved on two points of the 8-step grid
+    assert engine.chains.pos.tolist() == [2, 4, 6, 0]  # the chains moved on two points of the 8-step grid
 
 
 def test_the_papers_optimisation_warms_up_then_decays_and_is_recorded_only_when_set():

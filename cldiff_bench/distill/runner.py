@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -23,21 +24,22 @@ from ..core import DiffusionCore
 from ..cost import CostMeter, device_name
 from ..diffusion.samplers import DEFAULT_SAMPLER
 from ..diffusion.seeding import derive_seeds
-from ..diffusion.unet import model_config
+from ..diffusion.unet import UNetConfig, model_config
 from ..errors import UserError
 from ..io import atomic_write_bytes, atomic_write_json, check_writable_dir
 from ..model_source import checked_weights, fingerprint, read_model, save_model_file
 from ..output_dir import OutputDir
 from ..paths import cache_dir as default_cache_dir
-from ..profiles import DEFAULT_PROFILE, evaluation_settings, get_profile
+from ..profiles import DEFAULT_PROFILE, Profile, evaluation_settings, get_profile
 from ..registry import Registry
+from ..registry.specs import StreamSpec
 from ..results import git_revision, package_versions
 from ..scoring import PURPOSE_SCORE
 from ..settings import recorded_evaluation, resolve_device
-from ..streams.base import to_model_range
+from ..streams.base import Stream, to_model_range
 from ..streams.datasets import resolve_data_root
 from ..training import StopRequest
-from .base import DistillOptions, plan_rounds
+from .base import DistillMethod, DistillOptions, Round, plan_rounds
 from .engine import Distillation
 from .objective import student_config
 
@@ -107,22 +109,52 @@ class DistillDir(OutputDir):
     NOTHING = "no distillation"
 
 
+@dataclass
+class DistillPlan:
+    """A request resolved and checked, before anything is written."""
+    method: type[DistillMethod]
+    options: DistillOptions
+    rounds: list[Round]
+    profile: Profile
+    device: torch.device
+    cache: Path
+    stream: Stream
+    teacher_config: UNetConfig
+    teacher_state: dict
+    evaluation: dict  # the EvalSettings
+    anchor: Callable[[list[int]], torch.Tensor] | None
+    recorded: dict = field(init=False)  # the configuration recorded: config.json, whose hash names the directory
+
+
 def distill(req: DistillRequest, registry: Registry) -> Path:
     """Distil `req.model`; the result file's path."""
     started = time.time()
+    plan = resolve_request(req, registry)
+    out = DistillDir(req.out)
+    if out.prepare(plan.recorded, force=req.force, resume=req.resume):
+        print(f"{out.path} already holds the result of this distillation; skipped (--force to redo)", file=sys.stderr)
+        return out.result_path
+
+    meter = CostMeter(plan.device)
+    engine = distillation_engine(req, plan, registry, meter)
+    evaluator = preflighted_evaluator(req, plan, registry, meter) if req.evaluate else None
+    distil_with_checkpoints(req, plan, engine, out, meter)
+    distill_cost = meter.snapshot()
+    scores = None
+    if evaluator is not None:
+        scores = _scores(engine.core, evaluator, plan.teacher_state, plan.teacher_config, out.path, req,
+                         plan.evaluation)
+    path = out.result_path
+    atomic_write_json(path, result_document(plan, out, engine, distill_cost, scores, evaluator, started))
+    out.checkpoint_path.unlink(missing_ok=True)
+    say(f"distilled model written to {out.path / MODEL_NAME}, result to {path}")
+    return path
+
+
+def resolve_request(req: DistillRequest, registry: Registry) -> DistillPlan:
     method = registry.distiller(req.method)
-    ema = None if not req.ema_decay else req.ema_decay
-    options = DistillOptions(method=method.name, target_steps=req.target_steps, from_steps=req.from_steps,
-                             updates=req.updates, batch_size=req.batch_size, learning_rate=req.learning_rate,
-                             ema_decay=ema, convert_updates=req.convert_updates,
-                             convert_learning_rate=req.convert_learning_rate, **req.regime)
-    if req.checkpoint_every < 0:
-        raise UserError(f"--checkpoint-every must be >= 0, got {req.checkpoint_every}")
-    if req.seed < 0:
-        raise UserError(f"--seed must be non-negative, got {req.seed}")
-    bad_steps = [s for s in req.eval_steps if s < 1]
-    if bad_steps:
-        raise UserError(f"--eval-steps must be whole numbers >= 1, got {bad_steps[0]}")
+    options = distill_options(req, method)
+    check_request(req)
     spec = registry.stream(req.stream)
     profile = get_profile(req.profile, req.stream)
     device = resolve_device(req.device)
@@ -136,6 +168,37 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
     rounds = plan_rounds(method, options, prediction)  # refuses bad step counts
     evaluation = {**evaluation_settings(profile, spec), **req.evaluation, "compute_accuracy": False}
     stream = spec.build(resolve_data_root(req.data_root), req.seed, cache).at_size(profile.image_size)
+    config, state = input_model(req, registry, profile, spec, stream, file_config, state)
+    if not 0 <= req.task < stream.num_tasks:
+        raise UserError(f"--task must be in 0..{stream.num_tasks - 1}, got {req.task}")
+    anchor = task_images(stream, req.task) if method.needs_data else None
+    plan = DistillPlan(method, options, rounds, profile, device, cache, stream, config, state, evaluation, anchor)
+    plan.recorded = recorded_configuration(req, plan)
+    return plan
+
+
+def distill_options(req: DistillRequest, method: type[DistillMethod]) -> DistillOptions:
+    ema = None if not req.ema_decay else req.ema_decay
+    return DistillOptions(method=method.name, target_steps=req.target_steps, from_steps=req.from_steps,
+                          updates=req.updates, batch_size=req.batch_size, learning_rate=req.learning_rate,
+                          ema_decay=ema, convert_updates=req.convert_updates,
+                          convert_learning_rate=req.convert_learning_rate, **req.regime)
+
+
+def check_request(req: DistillRequest) -> None:
+    if req.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every must be >= 0, got {req.checkpoint_every}")
+    if req.seed < 0:
+        raise UserError(f"--seed must be non-negative, got {req.seed}")
+    bad_steps = [s for s in req.eval_steps if s < 1]
+    if bad_steps:
+        raise UserError(f"--eval-steps must be whole numbers >= 1, got {bad_steps[0]}")
+
+
+def input_model(req: DistillRequest, registry: Registry, profile: Profile, spec: StreamSpec, stream: Stream,
+                file_config: UNetConfig | None, state: dict) -> tuple[UNetConfig, dict]:
+    """The input model's configuration (a bare state dict's: --model-preset, else the profile's or the stream's
+    model) and its weights, checked against it and against the stream's images."""
     config = file_config
     if config is None:
         name = req.model_preset or profile.model or spec.paper_model
@@ -144,42 +207,49 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
     if config.in_channels != stream.image_shape[0]:
         raise UserError(f"{req.model} holds a U-Net for {config.in_channels}-channel images, {req.stream} has "
                         f"{stream.image_shape[0]}")
-    if not 0 <= req.task < stream.num_tasks:
-        raise UserError(f"--task must be in 0..{stream.num_tasks - 1}, got {req.task}")
+    return config, state
 
-    anchor = task_images(stream, req.task) if method.needs_data else None
+
+def recorded_configuration(req: DistillRequest, plan: DistillPlan) -> dict:
+    method, config, stream = plan.method, plan.teacher_config, plan.stream
     data = (f"the self-taught rounds: task {req.task}'s {len(stream.tasks[req.task].train)} training images, "
             f"noised at the rounds' student step starts (the anchor); a conversion round: " + DATA
             if method.needs_data else DATA)
-    resolved = {"kind": "distillation", "method": method.name, "options": options.to_dict(method.needs_data),
-                "input_model": fingerprint(req.model), "teacher": config.to_dict(),
-                "teacher_prediction": config.prediction, "stream": req.stream, "task": req.task, "seed": req.seed,
-                "profile": profile.name, "image_size": list(stream.image_shape[1:]), "precision": profile.precision,
-                "data": data, "rounds": [r.to_dict() for r in rounds], "eval_steps": sorted(set(req.eval_steps)),
-                "evaluation": recorded_evaluation(evaluation) if req.evaluate else None}
-    out = DistillDir(req.out)
-    if out.prepare(resolved, force=req.force, resume=req.resume):
-        print(f"{out.path} already holds the result of this distillation; skipped (--force to redo)", file=sys.stderr)
-        return out.result_path
+    return {"kind": "distillation", "method": method.name, "options": plan.options.to_dict(method.needs_data),
+            "input_model": fingerprint(req.model), "teacher": config.to_dict(),
+            "teacher_prediction": config.prediction, "stream": req.stream, "task": req.task, "seed": req.seed,
+            "profile": plan.profile.name, "image_size": list(stream.image_shape[1:]),
+            "precision": plan.profile.precision, "data": data, "rounds": [r.to_dict() for r in plan.rounds],
+            "eval_steps": sorted(set(req.eval_steps)),
+            "evaluation": recorded_evaluation(plan.evaluation) if req.evaluate else None}
 
-    meter = CostMeter(device)
+
+def distillation_engine(req: DistillRequest, plan: DistillPlan, registry: Registry, meter: CostMeter) -> Distillation:
     # The trained network is the core's own U-Net, of the student's prediction type, from the teacher's weights.
-    core = DiffusionCore(student_config(config), stream.image_shape, device, meter, precision=profile.precision,
-                         samplers=registry.samplers())
-    core.model.load_state_dict(state)
-    engine = Distillation(core, method, options, config, core.model, keys=(req.seed, PURPOSE_DISTILL),
-                          anchor=anchor)
-    evaluator = None
-    if req.evaluate:
-        from ..evaluation import EvalSettings, Evaluator
-        try:
-            settings = EvalSettings(**evaluation)
-        except TypeError as exc:
-            raise UserError(f"bad evaluation setting: {exc}") from exc
-        evaluator = Evaluator(stream, settings, cache, device, req.seed, meter, progress=req.progress,
-                              extractors=registry.extractors())
-        evaluator.preflight()  # before the distillation: a missing weights file must not cost its work
+    core = DiffusionCore(student_config(plan.teacher_config), plan.stream.image_shape, plan.device, meter,
+                         precision=plan.profile.precision, samplers=registry.samplers())
+    core.model.load_state_dict(plan.teacher_state)
+    return Distillation(core, plan.method, plan.options, plan.teacher_config, core.model,
+                        keys=(req.seed, PURPOSE_DISTILL), anchor=plan.anchor)
 
+
+def preflighted_evaluator(req: DistillRequest, plan: DistillPlan, registry: Registry, meter: CostMeter):
+    """The evaluator, checked before the distillation: a missing weights file must not cost its work."""
+    from ..evaluation import EvalSettings, Evaluator
+    try:
+        settings = EvalSettings(**plan.evaluation)
+    except TypeError as exc:
+        raise UserError(f"bad evaluation setting: {exc}") from exc
+    evaluator = Evaluator(plan.stream, settings, plan.cache, plan.device, req.seed, meter, progress=req.progress,
+                          extractors=registry.extractors())
+    evaluator.preflight()
+    return evaluator
+
+
+def distil_with_checkpoints(req: DistillRequest, plan: DistillPlan, engine: Distillation, out: DistillDir,
+                            meter: CostMeter) -> None:
+    """Every round, from the checkpoint under --resume, checkpointed; each round's model saved as it ends, the
+    target's also as model.pt."""
     if req.resume and out.checkpoint_path.is_file():
         saved = out.read_checkpoint()
         engine.load_state_dict(saved["engine"])
@@ -193,47 +263,43 @@ def distill(req: DistillRequest, registry: Registry) -> Path:
         steps = record.get("neighbours_to") or record["student_steps"]
         save_model_file(out.path / round_model_path(steps), engine.student_config,
                         engine.model.state_dict(), {"sampler": DEFAULT_SAMPLER, "steps": steps},
-                        distillation={"method": method.name, "round": len(engine.records) - 1, **record})
+                        distillation={"method": plan.method.name, "round": len(engine.records) - 1, **record})
 
-    say(f"distilling {Path(req.model).name} with {method.name}: "
+    options = plan.options
+    say(f"distilling {Path(req.model).name} with {plan.method.name}: "
         + ", ".join(f"{r.teacher_steps}->{r.sampled_steps}" + (" (neighbours)" if r.neighbours_to else "")
-                    for r in rounds)
-        + f" steps, {', '.join(str(options.updates_in(r)) for r in rounds)} updates of {options.batch_size} chains "
-        + f"per round, device {device_name(device)}")
+                    for r in plan.rounds)
+        + f" steps, {', '.join(str(options.updates_in(r)) for r in plan.rounds)} updates of {options.batch_size} "
+        + f"chains per round, device {device_name(plan.device)}")
     stop = StopRequest()
     try:
         with meter.phase("teacher_distillation"):
-            engine.run(req.progress, checkpoint, req.checkpoint_every, save_round, stop, desc=method.name)
+            engine.run(req.progress, checkpoint, req.checkpoint_every, save_round, stop, desc=plan.method.name)
     finally:
         stop.restore()
-    final = out.path / MODEL_NAME
-    atomic_write_bytes(final, (out.path / round_model_path(options.target_steps)).read_bytes())
-    distill_cost = meter.snapshot()
+    atomic_write_bytes(out.path / MODEL_NAME, (out.path / round_model_path(options.target_steps)).read_bytes())
 
-    scores = None
-    if evaluator is not None:
-        scores = _scores(core, evaluator, state, config, out.path, req, evaluation)
-    updates = sum(r["updates"] for r in engine.records)
-    counts = distill_cost["counts"]
-    doc = {"kind": "distillation", "suite": {"name": "cldiff-bench", "version": __version__, "git": git_revision()},
-           "packages": package_versions(), "device": device_name(device),
-           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "config": resolved, "config_hash": out.config_digest, "model": MODEL_NAME,
-           "unet": engine.student_config.to_dict(),
-           "sampling": {"sampler": DEFAULT_SAMPLER, "steps": options.target_steps},
-           "rounds": engine.records,
-           "cost": {"updates": updates, "images_per_update": options.batch_size,
-                    "forwards_per_update_per_image": method.forwards_per_update,
-                    "network_evaluations": counts["student_forward"] + counts["teacher_forward"],
-                    "counts": counts, "seconds": distill_cost["seconds"],
-                    "note": "counts include the chains' spread along the path at each round's start"},
-           "scores": scores, "evaluation": evaluator.describe() if evaluator is not None else None,
-           "wall_seconds": time.time() - started}
-    path = out.result_path
-    atomic_write_json(path, doc)
-    out.checkpoint_path.unlink(missing_ok=True)
-    say(f"distilled model written to {final}, result to {path}")
-    return path
+
+def result_document(plan: DistillPlan, out: DistillDir, engine: Distillation, distill_cost: dict,
+                    scores: dict | None, evaluator, started: float) -> dict:
+    """distill.json: the configuration, the rounds, the distillation's cost (`distill_cost`, the meter's reading
+    before the scoring) and the scores."""
+    options, counts = plan.options, distill_cost["counts"]
+    return {"kind": "distillation",
+            "suite": {"name": "cldiff-bench", "version": __version__, "git": git_revision()},
+            "packages": package_versions(), "device": device_name(plan.device),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "config": plan.recorded, "config_hash": out.config_digest, "model": MODEL_NAME,
+            "unet": engine.student_config.to_dict(),
+            "sampling": {"sampler": DEFAULT_SAMPLER, "steps": options.target_steps},
+            "rounds": engine.records,
+            "cost": {"updates": sum(r["updates"] for r in engine.records), "images_per_update": options.batch_size,
+                     "forwards_per_update_per_image": plan.method.forwards_per_update,
+                     "network_evaluations": counts["student_forward"] + counts["teacher_forward"],
+                     "counts": counts, "seconds": distill_cost["seconds"],
+                     "note": "counts include the chains' spread along the path at each round's start"},
+            "scores": scores, "evaluation": evaluator.describe() if evaluator is not None else None,
+            "wall_seconds": time.time() - started}
 
 
 def _scores(core: DiffusionCore, evaluator, teacher_state: dict, teacher_config, out: Path, req: DistillRequest,
