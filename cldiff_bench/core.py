@@ -5,7 +5,6 @@ through exactly the same code, and every network evaluation is counted.
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import asdict, dataclass
 
 import torch
@@ -16,6 +15,7 @@ from .diffusion import NoiseSchedule, UNet, UNetConfig
 from .diffusion.samplers import DEFAULT_SAMPLER, Sampler, SamplerSpec, get_sampler
 from .diffusion.seeding import derive_seed
 from .optimisation import WeightAverage
+from .preparation import CompiledForwards, prepare_for_role
 
 SEED_PURPOSE_INIT = 0x1A17
 PRECISIONS = ("fp32", "bf16")
@@ -113,7 +113,7 @@ class DiffusionCore:
         self.image_shape = tuple(image_shape)
         self.device = torch.device(device)
         self.meter = meter or CostMeter(self.device)
-        self._compiled: dict[bool, object] = {}  # training or not -> the U-Net's compiled forward (speed.compile)
+        self._compiled = CompiledForwards(self.device)  # the U-Nets' forwards, one per role, where speed.compile asks
         # Initialise from a keyed generator so the weights depend on the seed alone, not on earlier global draws.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(init_seed, SEED_PURPOSE_INIT))
@@ -133,35 +133,7 @@ class DiffusionCore:
         self._samplers: dict[tuple[str, int, float], Sampler] = {}
 
     def _prepare(self, model: nn.Module, training: bool) -> None:
-        if self.speed.channels_last == "all" or (self.speed.channels_last == "inference" and not training):
-            model.to(memory_format=torch.channels_last)
-        if not training and self.precision == "bf16":
-            # A frozen copy keeps its convolution and linear weights in bfloat16: autocast would round them to
-            # exactly these values on every forward, so this computes the same and skips the casts (about 10% of
-            # a sampling forward on a CPU). Norms keep float32 parameters, as autocast runs them in float32.
-            for module in model.modules():
-                if isinstance(module, (nn.Conv2d, nn.Linear)):
-                    module.to(torch.bfloat16)
-        if self.speed.compile:
-            self._compile(model, training)
-
-    def _compile(self, model: nn.Module, training: bool) -> None:
-        """Run `model`'s forward through one compiled function per role (the student's training forward; every
-        frozen copy's, teachers and metric samplers alike). The weights are inputs of the compiled graph, so a new
-        copy reuses it instead of compiling again, and the batch dimension is dynamic, so a smaller last batch
-        does too. The module's own call stays eager, and with it the cost meter's hooks that count NFEs."""
-        if training not in self._compiled:
-            self._compiled[training] = torch.compile(type(model).forward,
-                                                     mode="reduce-overhead" if self.device.type == "cuda" else None)
-        compiled, owner = self._compiled[training], weakref.ref(model)  # weak: no cycle keeps a copy alive
-
-        def forward(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            torch._dynamo.maybe_mark_dynamic(x, 0)
-            if t.dim() > 0:
-                torch._dynamo.maybe_mark_dynamic(t, 0)
-            return compiled(owner(), x, t)
-
-        model.forward = forward
+        prepare_for_role(model, training, self.speed, self.precision, self._compiled)
 
     # --- sampling weights ----------------------------------------------------------------------------------------
     def reset_ema(self) -> None:
