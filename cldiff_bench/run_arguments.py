@@ -63,13 +63,11 @@ class RunArgument:
 
     def add_to(self, parser, suppress_default: bool = False, help: str | None = None) -> None:
         kwargs: dict[str, Any] = {"dest": self.dest, "help": help or self.help,
-                                  "default": argparse.SUPPRESS if suppress_default else self.default}
+                                  "default": argparse.SUPPRESS if suppress_default else self.default_value}
         if self.kind == "switch":
             kwargs["action"] = "store_true"
         elif self.kind == "pairs":
             kwargs.update(nargs=2, action="append", metavar=self.metavar)
-            if not suppress_default:
-                kwargs["default"] = self.default_value
         else:
             kwargs.update(type=self.type, choices=self.choices, metavar=self.metavar)
         parser.add_argument(*([self.short] if self.short else []), self.flag, **kwargs)

@@ -61,3 +61,12 @@ def test_a_plugin_adds_a_subcommand_that_gets_the_runs_registry(capsys):
     assert main(["--plugin", COMMAND_PLUGIN, "list"]) == 0
     assert any(line.startswith("names ") and f"--plugin {COMMAND_PLUGIN}" in line
                for line in capsys.readouterr().out.splitlines())
+
+
+def test_a_switch_not_given_is_false_as_the_configuration_records_it(tmp_path):
+    """An unset switch must read False, not None: the speed block is recorded, and boards refuse seeds whose
+    recorded speed settings differ (a None once split a table's seeds)."""
+    args = build_parser(load_registry()).parse_args(["run", "--strategy", "naive", "--stream", "digits-5"])
+    cfg = run_config_from_args(args, "naive", "digits-5", 0, "tiny")
+    assert cfg.compile is False and cfg.resume is False and cfg.force is False
+    assert cfg.progress is True and cfg.evaluate is True and cfg.tensorboard is False
