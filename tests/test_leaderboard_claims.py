@@ -146,6 +146,32 @@ def test_markdown_findings_table_reads_back(results_dir, tmp_path):
     assert f"`{claims}`" in text
 
 
+BOUNDS_CLAIMS = ('[[claim]]\nmetric = "fid"\norder = ["joint", "naive"]\n'
+                 '[[claim]]\nmetric = "accuracy"\norder = ["joint", "naive"]\n')
+
+
+@pytest.mark.parametrize("naive_fids, level", [([11.0, 13.0, 15.0], True), ([30.0, 32.0, 34.0], False)])
+def test_a_table_whose_bounds_the_test_does_not_separate_says_so(tmp_path, naive_fids, level):
+    # Accuracy separates the bounds either way; FID only when naive's FIDs are far from joint's 10, 12, 14.
+    for strategy, fids, accuracies in (("joint", [10.0, 12.0, 14.0], [0.90, 0.91, 0.92]),
+                                       ("naive", naive_fids, [0.10, 0.11, 0.12])):
+        for seed, (fid, accuracy) in enumerate(zip(fids, accuracies)):
+            write(tmp_path / "results", make_result(strategy, seed, {"fid": fid, "accuracy": accuracy}))
+    out = tmp_path / "board"
+    assert main(["leaderboard", str(tmp_path / "results"), "--out", str(out),
+                 "--claims", str(claims_file(tmp_path, BOUNDS_CLAIMS))]) == 0
+    text = (out / "README.md").read_text()
+    verdicts = {r["claim"]: r["verdict"] for r in parse_markdown_table(text, after=FINDINGS_HEADING)}
+    assert verdicts["Accuracy: joint > naive"] == "holds"
+    assert verdicts["FID: joint < naive"] == ("undecided" if level else "holds")
+    warnings = [line for line in text.splitlines() if line.startswith("**Little signal")]
+    if level:
+        assert len(warnings) == 1 and warnings[0].startswith("**Little signal on FID.**")
+        assert "FID p = 0.29" in warnings[0] and "Accuracy" not in warnings[0]
+    else:
+        assert warnings == []
+
+
 def test_no_claims_leaves_the_findings_out(results_dir, tmp_path):
     out = tmp_path / "board"
     assert main(["leaderboard", str(results_dir), "--out", str(out), "--no-claims", "--format", "csv"]) == 0

@@ -33,6 +33,7 @@ DEFAULT_CLAIMS_NAME = "the suite's study claims (`cldiff_bench/leaderboard/study
 CLAIM_KEYS = ("metric", "order", "stream", "profile", "source")
 VERDICTS = ("holds", "contradicted", "undecided", "n/a")
 ALPHA = 0.05  # the one-sided test's level
+BOUNDS = ("joint", "naive")  # the upper and the lower bound: a metric that cannot tell them apart measures nothing
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,12 @@ class Findings:
 
     def for_table(self, table: Table) -> list[Comparison]:
         return [c for c in self.comparisons if (c.stream, c.profile) == (table.stream, table.profile)]
+
+    def unseparated_bounds(self, table: Table) -> list[Comparison]:
+        """The table's tested comparisons of the upper bound against the lower one that do not hold: on those
+        metrics the table cannot tell a strategy that remembers from one that forgets."""
+        return [c for c in self.for_table(table)
+                if (c.better, c.worse) == BOUNDS and c.verdict in ("undecided", "contradicted")]
 
     def counts(self) -> dict[str, int]:
         return {v: sum(c.verdict == v for c in self.comparisons) for v in VERDICTS}

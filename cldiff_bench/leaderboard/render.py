@@ -125,6 +125,22 @@ def findings_markdown(findings: Findings, table: Table) -> str | None:
                                    "p, one-sided", "verdict", "source"], tablefmt="github", disable_numparse=True)
 
 
+def little_signal_warning(findings: Findings, table: Table) -> str | None:
+    """One paragraph under a table whose bounds the test does not separate on some metric, so that no reader takes
+    that metric's ranking for a result."""
+    level = findings.unseparated_bounds(table)
+    if not level:
+        return None
+    names = [NAMES[c.metric] for c in level]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    tests = ", ".join(f"{NAMES[c.metric]} p = {c.p_value:.2f}" for c in level)
+    return (f"**Little signal on {listed}.** The upper bound (joint) is not shown better than the lower bound (naive) "
+            f"on {'this metric' if len(level) == 1 else 'these metrics'} ({tests}; see the Findings): here the table "
+            f"cannot tell a strategy that remembers from one that forgets, so its ranking there is no evidence for "
+            f"or against a method. More seeds may separate the bounds; if they stay level, the budget is too small "
+            f"for the metric.")
+
+
 FINDINGS_HEADING = "### Findings"
 FINDINGS_INTRO = (
     "Each adjacent pair of a claim, judged from the table above by a one-sided Welch t-test over the seeds: the "
@@ -277,6 +293,9 @@ def render(tables: list[Table], out_dir: Path, skipped: list[str], command: str 
                       "match the paper's.", ""]
         parts += [table_markdown(table), ""]
         parts += [f"- {n}" for n in table.notes]
+        warning = little_signal_warning(findings, table) if findings is not None else None
+        if warning:
+            parts += ([""] if table.notes else []) + [warning, ""]
         plot = out_dir / "plots" / f"{slug}-metrics.png"
         if any(r.per_task for r in table.rows):  # runs without evaluation have nothing to plot
             plot_metrics(table, plot)
