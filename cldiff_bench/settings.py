@@ -223,7 +223,8 @@ def resolve_settings(cfg: RunConfig, registry: Registry) -> RunSettings:
     if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
         raise UserError(f"--data-root {cfg.data_root} does not exist")
     options = strategy_cls.resolve_options(cfg.stream, cfg.strategy_options, profile.option_defaults)
-    strategy_cls.check_registered(options, registry)  # names of plugins (teacher_accel) refused before any work
+    # Names of plugins (teacher_accel) refused before any work, and settings the plugin named does not use left out.
+    options = strategy_cls.registered_options(options, registry)
     preset = registry.model_preset(budget.model)
     evaluation = {**evaluation_settings(profile, spec), **cfg.evaluation}
     get_sampler(evaluation.get("sampler", DEFAULT_SAMPLER), registry.samplers())

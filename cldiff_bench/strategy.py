@@ -168,9 +168,11 @@ class Strategy:
         return resolved
 
     @classmethod
-    def check_registered(cls, options: dict[str, Any], registry: Registry) -> None:
-        """Refuse resolved option values that name plugins `registry` does not hold; the second half of the option
-        handling, which needs the run's registry. None here; see `TeacherStrategy`."""
+    def registered_options(cls, options: dict[str, Any], registry: Registry) -> dict[str, Any]:
+        """The resolved options as the run records them, given the run's `registry`: the second half of the option
+        handling, which refuses values that name plugins `registry` does not hold and leaves out settings that the
+        plugin named does not use. Nothing to do here; see `TeacherStrategy`."""
+        return options
 
     @classmethod
     def variant(cls, stream_name: str, resolved: dict[str, Any]) -> str:
@@ -222,7 +224,6 @@ class Strategy:
 def build_strategy(cls: type[Strategy], core: DiffusionCore, options: dict[str, Any], registry: Registry) -> Strategy:
     """The strategy `cls` of a run: its resolved `options` checked against the run's `registry`, which it keeps to
     look up what they name."""
-    cls.check_registered(options, registry)
-    strategy = cls(core, options)
+    strategy = cls(core, cls.registered_options(options, registry))
     strategy.registry = registry
     return strategy

@@ -23,8 +23,8 @@ from .strategy import PURPOSE_DATA_NOISE, PURPOSE_REPLAY_NOISE, PURPOSE_REPLAY_S
 # The accelerator's names are imported from here too (gr's and gd's options, plugins', the profile table).
 from .teacher_accel import (  # noqa: F401
     PURPOSE_TEACHER_ACCEL, TEACHER_ACCEL, TEACHER_ACCEL_CONVERT, TEACHER_ACCEL_FROM, TEACHER_ACCEL_LEARNING_RATE,
-    TEACHER_ACCEL_OPTIONS, TEACHER_ACCEL_UPDATES, accelerator_method, check_accelerator_settings, distil_teacher,
-    restored_distilled_teacher)
+    TEACHER_ACCEL_OPTIONS, TEACHER_ACCEL_UPDATES, accelerator_method, accelerator_options, check_accelerator_settings,
+    distil_teacher, restored_distilled_teacher)
 
 LAMBDA_HELP = "weight of the replay loss relative to the data loss"
 TEACHER_STEPS = Option(2, "DDIM steps of the teacher's replay samples (study: 2 on Fashion-MNIST, 10 on CIFAR-10)",
@@ -96,10 +96,8 @@ class TeacherStrategy(Strategy):
             check_accelerator_settings(self)
 
     @classmethod
-    def check_registered(cls, options, registry):
-        super().check_registered(options, registry)
-        if options.get("teacher_accel", "none") != "none":
-            accelerator_method(registry, options["teacher_accel"])
+    def registered_options(cls, options, registry):
+        return accelerator_options(super().registered_options(options, registry), registry)
 
     # --- the two axes --------------------------------------------------------------------------------------------
     def replay_inputs(self, batch: Batch, x_t: torch.Tensor, t: torch.Tensor):

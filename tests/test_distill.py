@@ -217,10 +217,11 @@ def test_distill_writes_a_v_model_per_round_that_records_how_it_is_sampled(tmp_p
 @pytest.mark.slow  # two subprocesses and a reference distillation
 @pytest.mark.parametrize("variant", [
     [],
-    # the DSD variants: images drawn by keyed seeds instead of chains, a learning rate that moves every update
+    # the DSD variants: images drawn by keyed seeds instead of chains (from a pool of the model's samples, drawn
+    # again on resume and counted once), a learning rate that moves every update
     ["--method", "dsd-anchored", "--anchor-weight", "0.5", "--lr-schedule", "cosine", "--warmup-fraction", "0.1",
-     "--weight-decay", "5e-4"],
-], ids=["pd", "dsd-anchored-cosine"])
+     "--weight-decay", "5e-4", "--anchor", "samples", "--anchor-images", "32"],
+], ids=["pd", "dsd-anchored-samples-cosine"])
 def test_killed_distillation_resumes_to_the_same_result(tmp_path, variant):
     model, _ = model_file(tmp_path)
     args = ["--no-eval", "--from-steps", "4", "--target-steps", "1", "--updates", "40", "--batch-size", "8",
@@ -275,15 +276,23 @@ def test_teacher_accel_is_recorded_only_when_used():
     plain = cls.resolve_options("digits-5", {})
     assert plain == {"lambda": 0.75, "teacher_steps": 2, "teacher_eta": 0.0}  # as before: hashes unchanged
     assert cls.resolve_options("digits-5", {"teacher_accel": "none"}) == plain
-    assert cls.resolve_options("digits-5", {"teacher_accel": "pd"}) == {
-        **plain, "teacher_accel": "pd", "teacher_accel_from": 4, "teacher_accel_updates": 600,
-        "teacher_accel_convert_updates": 0, "teacher_accel_learning_rate": 1e-3}
-    # A name is checked against the run's registry: its data-free methods, and none.
+    # A name is checked against the run's registry.
     with pytest.raises(UserError, match=r"unknown teacher accelerator \(option teacher_accel\) 'fast'.*"
-                                        r"Known: dsd, none, pd$"):
+                                        r"Known: dsd, dsd-anchored, none, pd$"):
         gd_with({"teacher_accel": "fast"})
-    with pytest.raises(UserError, match="'dsd-anchored' learns from images.*data-free ones: none, dsd, pd"):
-        gd_with({"teacher_accel": "dsd-anchored"})
+    # The anchor's settings are a method's that learns from images: recorded for it only, refused for another.
+    registry = load_registry()
+    for name in ("pd", "dsd"):
+        assert cls.registered_options(cls.resolve_options("digits-5", {"teacher_accel": name}), registry) == {
+            **plain, "teacher_accel": name, "teacher_accel_from": 4, "teacher_accel_updates": 600,
+            "teacher_accel_convert_updates": 0, "teacher_accel_learning_rate": 1e-3}
+    anchored = cls.registered_options(cls.resolve_options("digits-5", {"teacher_accel": "dsd-anchored"}), registry)
+    assert (anchored["teacher_accel_anchor_weight"], anchored["teacher_accel_anchor_images"]) == (0.15, 1024)
+    with pytest.raises(UserError, match="^option teacher_accel_anchor_weight sets the images of a teacher accelerator "
+                                        "that learns from them .dsd-anchored.; teacher_accel pd learns from none$"):
+        gd_with({"teacher_accel": "pd", "teacher_accel_anchor_weight": 0.5})
+    with pytest.raises(UserError, match="teacher_accel_anchor_weight must lie in"):
+        gd_with({"teacher_accel": "dsd-anchored", "teacher_accel_anchor_weight": 1.5})
     with pytest.raises(UserError, match="power of two"):
         gd_with({"teacher_accel": "pd", "teacher_steps": 3})
     with pytest.raises(UserError, match="teacher_eta must be 0"):
@@ -324,9 +333,13 @@ def test_an_accelerated_run_is_a_variant_with_its_own_directory_and_board_row(tm
         build_tables([LoadedResult(f"{i}.json", doc) for i, doc in enumerate(runs[:1] + runs[3:])])
 
 
-@pytest.mark.parametrize("method", ["pd", "dsd"])
+ANCHOR_POOL = 6  # dsd-anchored's pool of teacher samples in the test below (4 steps each)
+
+
+@pytest.mark.parametrize("method", ["pd", "dsd", "dsd-anchored"])
 def test_gd_replays_from_the_distilled_teacher_and_counts_its_cost(method):
-    strategy, core = gd_with({"teacher_accel": method, "teacher_accel_from": 4, "teacher_accel_updates": 2})
+    anchor = {"teacher_accel_anchor_images": ANCHOR_POOL} if method == "dsd-anchored" else {}
+    strategy, core = gd_with({"teacher_accel": method, "teacher_accel_from": 4, "teacher_accel_updates": 2, **anchor})
     strategy.begin_task(1)
     assert strategy.replay_teacher is None  # made before the first replay, not before it is needed
     before = core.meter.snapshot()
@@ -336,12 +349,16 @@ def test_gd_replays_from_the_distilled_teacher_and_counts_its_cost(method):
     assert after["seconds"]["teacher_distillation"] > 0
     # 4 images: 2-step replay (8) and gd's target (4) from the teacher; the distillation, all charged to the
     # teacher: PD 2 updates x 3 evaluations x 4 chains + 4 to spread the chains; DSD a conversion round 4 -> 4
-    # (2 x 2 x 4, spread 1 + 2 + 3) and a round 4 -> 2 (2 x 2 x 4, spread 2 + 2)
-    distilled = {"pd": 2 * 3 * 4 + 4, "dsd": 2 * 2 * 4 + 6 + 2 * 2 * 4 + 4}[method]
+    # (2 x 2 x 4, spread 1 + 2 + 3) and a round 4 -> 2 (2 x 2 x 4, spread 2 + 2); the anchored DSD first draws
+    # its pool (6 samples x 4 steps), then the same conversion round and a round 4 -> 2 on the pool's images
+    # (2 x 2 x 4, no chains to spread)
+    distilled = {"pd": 2 * 3 * 4 + 4, "dsd": 2 * 2 * 4 + 6 + 2 * 2 * 4 + 4,
+                 "dsd-anchored": ANCHOR_POOL * 4 + 2 * 2 * 4 + 6 + 2 * 2 * 4}[method]
     assert after["counts"]["teacher_forward"] - before["counts"]["teacher_forward"] == 8 + 4 + distilled
     assert after["counts"]["student_forward"] - before["counts"]["student_forward"] == 8
     # Resumed mid-task, the distilled teacher comes back from the state: no second distillation, the same losses.
-    resumed, _ = gd_with({"teacher_accel": method, "teacher_accel_from": 4, "teacher_accel_updates": 2}, core)
+    resumed, _ = gd_with({"teacher_accel": method, "teacher_accel_from": 4, "teacher_accel_updates": 2, **anchor},
+                         core)
     resumed.load_state_dict(strategy.state_dict())
     before = core.meter.snapshot()["counts"]["teacher_forward"]
     again = resumed.batch_loss(batch(1, 1))

@@ -139,6 +139,10 @@ def test_the_papers_optimisation_warms_up_then_decays_and_is_recorded_only_when_
     (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
     (["--method", "dsd-anchored", "--anchor-weight", "0"], "--anchor-weight must lie in (0, 1]"),
     (["--schedule", "neighbours"], "--schedule neighbours is a schedule of dsd's, not of pd's"),
+    (["--anchor", "samples"], "--anchor sets the images of a method that learns from them (dsd-anchored); pd learns "
+                              "from none"),
+    (["--method", "dsd-anchored", "--anchor", "samples", "--anchor-images", "0"], "--anchor-images must be a whole "
+                                                                                 "number >= 1"),
 ])
 def test_bad_variant_options_are_one_line_and_exit_2(tmp_path, capsys, extra, message):
     model, _ = model_file(tmp_path)
@@ -158,3 +162,35 @@ def test_anchored_distillation_learns_from_the_tasks_images_and_records_where_th
     assert config["options"]["anchor_weight"] == 0.5 and config["options"]["lr_schedule"] == "cosine"
     assert "task 0's" in config["data"] and "training images" in config["data"]
     assert (out / "models/steps2.pt").is_file() and (out / "model.pt").is_file()
+
+
+def test_an_anchor_of_samples_is_the_input_models_own_ddim_samples_drawn_once_and_recorded(tmp_path):
+    import json
+
+    from cldiff_bench.core import DiffusionCore
+    from cldiff_bench.distill.anchor import sample_pool
+    from tests.helpers import MICRO_UNET
+
+    model, core = model_file(tmp_path)
+    teacher = core.frozen_copy(role=None)
+    pool = sample_pool(core, teacher, steps=4, n=5, keys=(3,))
+    again = sample_pool(DiffusionCore(MICRO_UNET, core.image_shape, torch.device("cpu")), teacher, 4, 5, (3,))
+    first = pool(list(range(5)))
+    torch.testing.assert_close(first, again(list(range(5))))  # keyed: the same pool wherever it is drawn
+    torch.testing.assert_close(pool([7, 5]), first[[2, 0]])  # a seed picks its image modulo the pool's size
+    from cldiff_bench.diffusion.seeding import derive_seed
+    from cldiff_bench.distill.anchor import PURPOSE_ANCHOR_POOL
+    alone = core.generate(teacher, [derive_seed(3, PURPOSE_ANCHOR_POOL, 1)], 4)  # batch of 1: float round-off
+    torch.testing.assert_close(first[1:2], alone, atol=1e-4, rtol=0)
+
+    out = tmp_path / "anchored-samples"
+    assert main(distill_args(model, out, "--no-eval", "--method", "dsd-anchored", "--from-steps", "4",
+                             "--target-steps", "2", "--updates", "2", "--batch-size", "4", "--anchor", "samples",
+                             "--anchor-images", "8")) == 0
+    recorded = json.loads((out / "config.json").read_text())["config"]
+    assert recorded["options"]["anchor_source"] == "samples" and recorded["options"]["anchor_images"] == 8
+    assert "8 samples of the input model (DDIM, 4 steps), no training image" in recorded["data"]
+    counts = json.loads((out / "distill.json").read_text())["cost"]["counts"]
+    # The pool (8 x 4 teacher evaluations), the conversion round (2 x 4 of the teacher, its chains spread with
+    # 1 + 2 + 3) and the anchored round (2 x 2 x 4 of the trained model, no chains).
+    assert counts["teacher_forward"] == 8 * 4 + 2 * 4 + 6

@@ -27,20 +27,27 @@ __all__ = ["AnchoredSelfDistillation", "BUILTIN_METHODS", "DirectSelfDistillatio
 
 
 def accelerate_teacher(core: DiffusionCore, teacher_state: dict, teacher_config: UNetConfig,
-                       method: type[DistillMethod], options: DistillOptions,
-                       keys: tuple[int, ...]) -> tuple[torch.nn.Module, dict]:
+                       method: type[DistillMethod], options: DistillOptions, keys: tuple[int, ...],
+                       sampler: torch.nn.Module | None = None) -> tuple[torch.nn.Module, dict]:
     """A frozen copy of the teacher distilled by `method` down to options.target_steps, and the distillation's
     record. Its work is charged to the phase teacher_distillation and its network evaluations to the teacher's
-    count (the trained copy's forwards too: it is the teacher's cost, not the student's)."""
+    count (the trained copy's forwards too: it is the teacher's cost, not the student's). A method that learns
+    from images learns from options.anchor_images samples of `sampler` (the frozen teacher) at options.from_steps."""
     from ..diffusion.unet import UNet
+    from .anchor import sample_pool
     from .engine import Distillation
     from .objective import student_config
 
     with core.meter.phase("teacher_distillation"):
+        anchor = None
+        if method.needs_data:
+            if sampler is None:
+                raise ValueError(f"{method.name} learns from images: pass the model to draw them from (sampler)")
+            anchor = sample_pool(core, sampler, options.from_steps, options.anchor_images, keys)
         model = UNet(student_config(teacher_config)).to(core.device)
         model.load_state_dict(teacher_state)
         core.meter.watch(model, "teacher")
-        engine = Distillation(core, method, options, teacher_config, model, keys)
+        engine = Distillation(core, method, options, teacher_config, model, keys, anchor=anchor)
         engine.run()
         accelerated = core.frozen_copy(model.state_dict(), role="teacher", config=engine.student_config)
     record = {"method": method.name, "options": options.to_dict(method.needs_data), "rounds": engine.records}

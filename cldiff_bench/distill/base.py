@@ -82,12 +82,17 @@ class DistillOptions:
     # Methods that learn from images (needs_data): the share beta of the self-distillation term in
     # (1 - beta) * v-loss on the images + beta * max(SNR, 1) * self term (the DSD paper's Eq. 1 form).
     anchor_weight: float = 0.15
+    # Where their images come from: "data", the task's training images (`distill` only), or "samples", a pool of
+    # anchor_images samples of the input model (DDIM at from_steps, the sampler the distillation starts from): all
+    # that a continual learner has of its earlier tasks (teacher_accel).
+    anchor_source: str = "data"
+    anchor_images: int = 1024
     # "halving" (64 -> 32 -> ... -> the target) or "neighbours": one round on the from_steps grid whose updates
     # train consecutive steps (the DSD paper's DSDN), its model then sampled with target_steps. Self-taught only.
     schedule: str = "halving"
 
     def __post_init__(self):
-        for name in ("target_steps", "from_steps", "updates", "batch_size", "convert_updates"):
+        for name in ("target_steps", "from_steps", "updates", "batch_size", "convert_updates", "anchor_images"):
             value = getattr(self, name)
             if value is None and name in OMITTED_WHEN_NONE:
                 continue
@@ -113,15 +118,19 @@ class DistillOptions:
             raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not 0.0 < self.anchor_weight <= 1.0:
             raise UserError(f"--anchor-weight must lie in (0, 1] (1: no data term), got {self.anchor_weight}")
+        if self.anchor_source not in ANCHOR_SOURCES:
+            raise UserError(f"--anchor must be one of {', '.join(ANCHOR_SOURCES)}, got {self.anchor_source!r}")
 
     def to_dict(self, recorded_anchor: bool = False) -> dict:
         """The recorded options: unset conversion settings and the defaults added since are left out, so the
-        configurations (and hashes) made before they existed stay; the anchor's weight only for a method that
-        uses it (`recorded_anchor`)."""
+        configurations (and hashes) made before they existed stay; the anchor's settings only for a method that
+        uses it (`recorded_anchor`), its source and pool only when it is not the task's images."""
         d = {k: v for k, v in asdict(self).items() if not (v is None and k in OMITTED_WHEN_NONE)}
         for key, default in ADDED_DEFAULTS.items():
             if d[key] == default:
                 del d[key]
+        if not recorded_anchor or self.anchor_source == "data":
+            del d["anchor_source"], d["anchor_images"]
         if not recorded_anchor:
             del d["anchor_weight"]
         return d
@@ -151,6 +160,7 @@ ADDED_DEFAULTS = {"lr_schedule": "constant", "warmup_fraction": 0.0, "final_lear
                   "schedule": "halving"}
 SCHEDULES = ("halving", "neighbours")
 LR_SCHEDULES = ("constant", "cosine")
+ANCHOR_SOURCES = ("data", "samples")
 
 
 def is_power_of_two(n: int) -> bool:

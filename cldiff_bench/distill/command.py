@@ -47,6 +47,12 @@ def add_distill_arguments(d) -> None:
     d.add_argument("--anchor-weight", type=float, default=None, metavar="BETA",
                    help="dsd-anchored: the self-distillation term's share beta, the v-loss on the task's images "
                         "taking 1 - beta (default 0.15, the DSD paper's)")
+    d.add_argument("--anchor", dest="anchor_source", choices=["data", "samples"], default=None,
+                   help="dsd-anchored: the images it learns from: the task's training images (data, default) or "
+                        "--anchor-images samples of the input model at --from-steps (samples: what a continual "
+                        "learner's teacher accelerator has)")
+    d.add_argument("--anchor-images", type=int, default=None, metavar="N",
+                   help="--anchor samples: the pool's size (default 1024)")
     d.add_argument("--eval-steps", type=int_list_type("--eval-steps", minimum=1), default=(1, 2, 4, 8),
                    help="score at these steps, distilled and plain DDIM (default 1,2,4,8)")
     d.add_argument("--no-eval", action="store_true", help="distil only, no scores")
@@ -72,7 +78,8 @@ def distill_command(args, registry) -> int:
         learning_rate=args.learning_rate, ema_decay=args.ema_decay or None, convert_updates=args.convert_updates,
         convert_learning_rate=args.convert_learning_rate, eval_steps=args.eval_steps,
         regime={k: getattr(args, k) for k in ("schedule", "lr_schedule", "warmup_fraction", "final_learning_rate",
-                                              "weight_decay", "anchor_weight") if getattr(args, k) is not None},
+                                              "weight_decay", "anchor_weight", "anchor_source", "anchor_images")
+                if getattr(args, k) is not None},
         evaluate=not args.no_eval, evaluation=evaluation, data_root=args.data_root, cache_dir=args.cache_dir,
         device=args.device, threads=args.threads, checkpoint_every=args.checkpoint_every, resume=args.resume,
         force=args.force, progress=not args.no_progress)

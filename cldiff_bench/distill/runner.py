@@ -39,6 +39,7 @@ from ..settings import recorded_evaluation, resolve_device
 from ..streams.base import Stream, to_model_range
 from ..streams.datasets import resolve_data_root
 from ..training import StopRequest
+from .anchor import sample_pool
 from .base import DistillMethod, DistillOptions, Round, plan_rounds
 from .engine import Distillation
 from .objective import student_config
@@ -46,6 +47,7 @@ from .objective import student_config
 MODEL_NAME = "model.pt"
 EVAL_STEPS = (1, 2, 4, 8)
 PURPOSE_DISTILL = 0xD157  # keys the chains' noise (with the seed)
+ANCHOR_SETTINGS = ("anchor_weight", "anchor_source", "anchor_images")  # only for a method that learns from images
 DATA = ("data-free: the teacher's deterministic DDIM sampling path from keyed noise, chains spread over the "
         "student's steps (distill/engine.py)")
 
@@ -71,7 +73,8 @@ class DistillRequest:
     convert_updates: int | None = None  # a conversion round of its own (DistillOptions)
     convert_learning_rate: float | None = None
     # DistillOptions' round optimisation and anchor (lr_schedule, warmup_fraction, final_learning_rate,
-    # weight_decay, anchor_weight): only those given, so the rest keep the options' defaults.
+    # weight_decay, anchor_weight, anchor_source, anchor_images): only those given, so the rest keep the options'
+    # defaults.
     regime: dict = field(default_factory=dict)
     eval_steps: tuple[int, ...] = EVAL_STEPS
     evaluate: bool = True
@@ -171,7 +174,8 @@ def resolve_request(req: DistillRequest, registry: Registry) -> DistillPlan:
     config, state = input_model(req, registry, profile, spec, stream, file_config, state)
     if not 0 <= req.task < stream.num_tasks:
         raise UserError(f"--task must be in 0..{stream.num_tasks - 1}, got {req.task}")
-    anchor = task_images(stream, req.task) if method.needs_data else None
+    # A pool of the model's own samples is drawn once the network is on its device (distillation_engine).
+    anchor = task_images(stream, req.task) if method.needs_data and options.anchor_source == "data" else None
     plan = DistillPlan(method, options, rounds, profile, device, cache, stream, config, state, evaluation, anchor)
     plan.recorded = recorded_configuration(req, plan)
     return plan
@@ -179,6 +183,10 @@ def resolve_request(req: DistillRequest, registry: Registry) -> DistillPlan:
 
 def distill_options(req: DistillRequest, method: type[DistillMethod]) -> DistillOptions:
     ema = None if not req.ema_decay else req.ema_decay
+    anchor_settings = sorted(k for k in ANCHOR_SETTINGS if k in req.regime)
+    if anchor_settings and not method.needs_data:
+        raise UserError(f"--{anchor_settings[0].replace('_', '-').replace('-source', '')} sets the images of a "
+                        f"method that learns from them (dsd-anchored); {method.name} learns from none")
     return DistillOptions(method=method.name, target_steps=req.target_steps, from_steps=req.from_steps,
                           updates=req.updates, batch_size=req.batch_size, learning_rate=req.learning_rate,
                           ema_decay=ema, convert_updates=req.convert_updates,
@@ -212,9 +220,8 @@ def input_model(req: DistillRequest, registry: Registry, profile: Profile, spec:
 
 def recorded_configuration(req: DistillRequest, plan: DistillPlan) -> dict:
     method, config, stream = plan.method, plan.teacher_config, plan.stream
-    data = (f"the self-taught rounds: task {req.task}'s {len(stream.tasks[req.task].train)} training images, "
-            f"noised at the rounds' student step starts (the anchor); a conversion round: " + DATA
-            if method.needs_data else DATA)
+    data = (f"the self-taught rounds: {anchor_images(req, plan)}, noised at the rounds' student step starts (the "
+            f"anchor); a conversion round: " + DATA if method.needs_data else DATA)
     return {"kind": "distillation", "method": method.name, "options": plan.options.to_dict(method.needs_data),
             "input_model": fingerprint(req.model), "teacher": config.to_dict(),
             "teacher_prediction": config.prediction, "stream": req.stream, "task": req.task, "seed": req.seed,
@@ -224,13 +231,28 @@ def recorded_configuration(req: DistillRequest, plan: DistillPlan) -> dict:
             "evaluation": recorded_evaluation(plan.evaluation) if req.evaluate else None}
 
 
+def anchor_images(req: DistillRequest, plan: DistillPlan) -> str:
+    """Where a data-anchored method's images come from, as the configuration records it."""
+    options = plan.options
+    if options.anchor_source == "samples":
+        return (f"{options.anchor_images} samples of the input model (DDIM, {options.from_steps} steps), no "
+                f"training image")
+    return f"task {req.task}'s {len(plan.stream.tasks[req.task].train)} training images"
+
+
 def distillation_engine(req: DistillRequest, plan: DistillPlan, registry: Registry, meter: CostMeter) -> Distillation:
     # The trained network is the core's own U-Net, of the student's prediction type, from the teacher's weights.
     core = DiffusionCore(student_config(plan.teacher_config), plan.stream.image_shape, plan.device, meter,
                          precision=plan.profile.precision, samplers=registry.samplers())
     core.model.load_state_dict(plan.teacher_state)
-    return Distillation(core, plan.method, plan.options, plan.teacher_config, core.model,
-                        keys=(req.seed, PURPOSE_DISTILL), anchor=plan.anchor)
+    keys = (req.seed, PURPOSE_DISTILL)
+    anchor = plan.anchor
+    if plan.method.needs_data and plan.options.anchor_source == "samples":
+        # Drawn before a checkpoint's meter reading replaces this one, so a resumed distillation counts it once.
+        with meter.phase("teacher_distillation"):
+            model = core.frozen_copy(plan.teacher_state, role="teacher", config=plan.teacher_config)
+            anchor = sample_pool(core, model, plan.options.from_steps, plan.options.anchor_images, keys)
+    return Distillation(core, plan.method, plan.options, plan.teacher_config, core.model, keys=keys, anchor=anchor)
 
 
 def preflighted_evaluator(req: DistillRequest, plan: DistillPlan, registry: Registry, meter: CostMeter):
