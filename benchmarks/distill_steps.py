@@ -6,6 +6,7 @@ the task-0 model of fmnist-5 at the leaderboard's profile, several seeds.
                                        [--convert-updates N] [--convert-learning-rate LR]
                                        [--out runs/distill-steps] [--record benchmarks/results]
     python benchmarks/distill_steps.py --arms all [--data-root DATA] [--seeds 0,1,2]   # the DSD decision table
+                                       [--measurement leaderboard/results/measurements]
 
 For each seed: the task-0 model of a naive run (task 0 is the same for every strategy: nothing to replay yet),
 stopped once that model is written; then `cldiff-bench distill` with each method from --from-steps down to
@@ -15,7 +16,8 @@ scores each round's model at its own steps among 1, 2, 4 and 8 beside the input 
 tens of thousands of updates): at 200 updates per round 1e-4 leaves the first round's student, which also turns the
 epsilon teacher into a v model, far from its teacher (seed 0: FID 81 at 8 steps against DDIM's 18). Everything
 resumes: finished distillations are skipped, a killed one continues. The record is a table (markdown), the
-numbers (JSON) and a plot of FID against steps (PNG).
+numbers (JSON) and a plot of FID against steps (PNG); with --measurement, the decision's per-seed scores also go
+into a board's results folder as the measurement `dsd-decision`, which its Findings' DSD claims compare.
 """
 from __future__ import annotations
 
@@ -30,7 +32,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from cldiff_bench.io import atomic_write_json
 from cldiff_bench.leaderboard.aggregate import mean_and_standard_error
+from cldiff_bench.leaderboard.measurements import measurement_document
 
 METHODS = ("pd", "dsd")
 STREAM = "fmnist-5"
@@ -165,6 +169,24 @@ def cost(docs: dict[str, list[dict]]) -> dict:
                 "seconds": [d["cost"]["seconds"].get("teacher_distillation") for d in docs[m]]} for m in docs}
 
 
+def decision_measurement(docs: dict[str, list[dict]], seeds: list[int], args) -> dict:
+    """The decision's scores per seed as a board measurement: `ddim@N` (the input model with plain DDIM) and
+    `<arm>@N` (the arm's 2-step model, sampled with N steps), FID and KLD at 2 and 4 steps."""
+    first = next(iter(docs.values()))
+    samples = {f"ddim@{n}": {m: [d["scores"][n]["ddim"][m] for d in first] for m in ("fid", "kld")}
+               for n in ("2", "4")}
+    for name, runs in docs.items():
+        for n in ("2", "4"):
+            samples[f"{name}@{n}"] = {m: [d["scores"][n]["distilled"][m] for d in runs] for m in ("fid", "kld")}
+    title = ("FID and KLD of fmnist-5's task-0 model (the classes of task 0) distilled from 4 DDIM steps to 2 by "
+             "each arm at equal network evaluations, and of the same model with plain DDIM (`ddim`); `@2` the "
+             "2-step model, `@4` the same model sampled with 4 steps. Arms: " +
+             "; ".join(f"`{a}`: {ARMS[a][0]}" for a in docs) + ".")
+    command = ("python benchmarks/distill_steps.py --arms all --data-root DATA --measurement "
+               "leaderboard/results/measurements")
+    return measurement_document("dsd-decision", STREAM, args.profile, title, command, seeds, samples)
+
+
 def fmt(stat) -> str:
     if stat is None:
         return "-"
@@ -173,13 +195,14 @@ def fmt(stat) -> str:
 
 
 def table(rows: dict, costs: dict, args, seeds: list[int]) -> str:
+    settings = ("each arm's settings above, learning rate 1e-3 unless they say otherwise" if args.arms else
+                f"{args.updates} updates of 64 chains per round, one round per halving, learning rate "
+                f"{args.learning_rate:g}"
+                + (f"; first a conversion round of its own, {args.convert_updates} updates at learning rate "
+                   f"{args.convert_learning_rate or args.learning_rate:g}" if args.convert_updates else ""))
     head = (f"FID and KLD of fmnist-5's task-0 model (classes of task 0) against sampling steps: plain DDIM, and "
             f"the model distilled by {', '.join(costs)} from {args.from_steps} steps down to {args.target_steps} "
-            f"({args.updates} updates of 64 chains per round, one round per halving, learning rate "
-            f"{args.learning_rate:g}"
-            + (f"; first a conversion round of its own, {args.convert_updates} updates at learning rate "
-               f"{args.convert_learning_rate or args.learning_rate:g}" if args.convert_updates else "")
-            + "), seeds "
+            f"({settings}), seeds "
             + f"{','.join(map(str, seeds))}, profile `{args.profile}`; mean ± s.e. Made by "
             + "`python benchmarks/distill_steps.py`.\n\n")
     lines = [[name] + [f"{fmt(r['fid'])} / {fmt(r['kld'])}" if r else "-" for r in (rows[name][s] for s in STEPS)]
@@ -191,7 +214,9 @@ def table(rows: dict, costs: dict, args, seeds: list[int]) -> str:
                   for m, c in costs.items()]
     cost_table = tabulate(cost_lines, headers=["method", "updates", "network evaluations", "seconds (mean)"],
                           tablefmt="github")
-    return head + body + "\n\nCost of each distillation (one seed's; seconds on one thread):\n\n" + cost_table + "\n"
+    seconds = ("seconds on one thread, measured while other distillations shared the 2 cores: indicative only"
+               if args.arms else "seconds on one thread")
+    return head + body + f"\n\nCost of each distillation (one seed's; {seconds}):\n\n" + cost_table + "\n"
 
 
 def plot(rows: dict, path: Path) -> None:
@@ -232,6 +257,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/distill-steps"))
     p.add_argument("--record", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--measurement", type=Path, default=None, metavar="DIR",
+                   help="--arms: also write the decision as the board measurement dsd-decision into DIR (a results "
+                        "folder's measurements/)")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.arms:
@@ -258,7 +286,8 @@ def main(argv=None) -> int:
                 "network evaluations; each distilled row's 2-step cell is its 2-step model, its 4-step cell the same "
                 "model sampled with 4 steps (drift). Arms:\n\n"
                 + "\n".join(f"- `{a}`: {ARMS[a][0]} (`{' '.join(ARMS[a][1])}`)" for a in methods)
-                + "\n\nMade by `python benchmarks/distill_steps.py --arms all --data-root DATA`.\n\n" + text)
+                + "\n\nMade by `python benchmarks/distill_steps.py --arms all --data-root DATA --measurement "
+                "leaderboard/results/measurements`.\n\n" + text)
     (args.record / f"{stem}.md").write_text(text)
     (args.record / f"{stem}.json").write_text(json.dumps(
         {"seeds": seeds, "from_steps": args.from_steps, "target_steps": args.target_steps, "updates": args.updates,
@@ -269,6 +298,10 @@ def main(argv=None) -> int:
          "runs": {m: [{"seed": s, "scores": d["scores"], "cost": d["cost"]} for s, d in zip(seeds, docs[m])]
                   for m in methods}}, indent=2) + "\n")
     plot(rows, args.record / f"{stem}.png")
+    if args.arms and args.measurement:
+        args.measurement.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.measurement / f"dsd-decision-{STREAM}-{args.profile}.json",
+                          decision_measurement(docs, seeds, args))
     print(text)
     return 0
 

@@ -223,3 +223,63 @@ def test_a_missing_claims_file_is_an_input_error(results_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope.toml does not exist" in err
     assert not out.exists()
+
+
+# A measurement beside the runs: per-seed FIDs whose seed effect (10 to 50) dwarfs the gap between its samples.
+MEASURED = {"better@2": [12.0, 31.0, 52.0], "worse@2": [14.0, 33.5, 53.0], "level@2": [11.0, 33.0, 51.5]}
+MEASURED_CLAIMS = """
+[[claim]]
+metric = "fid"
+order = ["better@2", "worse@2"]
+measurement = "decision"
+source = "a measurement"
+[[claim]]
+metric = "fid"
+order = ["level@2", "better@2", "missing@2"]
+measurement = "decision"
+"""
+
+
+def measurement_file(folder, changes=None):
+    import json
+
+    from cldiff_bench.leaderboard.measurements import measurement_document
+    doc = measurement_document("decision", "digits-5", "tiny", "A decision.", "python decide.py", [0, 1, 2],
+                               {k: {"fid": v} for k, v in MEASURED.items()})
+    doc.update(changes or {})
+    (folder / "measurements").mkdir(parents=True, exist_ok=True)
+    (folder / "measurements" / "decision.json").write_text(json.dumps(doc))
+
+
+def test_a_measurements_samples_are_compared_by_a_paired_test_under_its_table(results_dir, tmp_path):
+    measurement_file(results_dir)
+    out = tmp_path / "board"
+    assert main(["leaderboard", str(results_dir), "--out", str(out),
+                 "--claims", str(claims_file(tmp_path, MEASURED_CLAIMS))]) == 0
+    text = (out / "README.md").read_text()
+    rows = {r["claim"]: r for r in parse_markdown_table(text, after=FINDINGS_HEADING)}
+    row = rows["FID: better@2 < worse@2"]
+    # Better on every seed by 2, 2.5 and 1: the paired test holds, where the seeds' spread would leave an unpaired
+    # (Welch) test undecided.
+    differences = np.array(MEASURED["worse@2"]) - np.array(MEASURED["better@2"])
+    expected = stats.ttest_1samp(differences, 0.0, alternative="greater")
+    assert row["verdict"] == "holds" and row["p, one-sided"] == f"{expected.pvalue:.3f}"
+    assert row["t (df)"] == f"{expected.statistic:.2f} (2, paired)"
+    unpaired = stats.ttest_ind(MEASURED["better@2"], MEASURED["worse@2"], equal_var=False, alternative="less")
+    assert unpaired.pvalue > 0.05
+    assert rows["FID: level@2 < better@2"]["verdict"] == "undecided"
+    assert "Measurement `decision` (seeds 0, 1, 2): A decision. Made by `python decide.py`." in text
+    assert "- FID: better@2 < missing@2 (measurement decision)" in text  # a sample it lacks: untested
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"seeds": []}, "'seeds' must be a non-empty list"),
+    ({"samples": {"a@2": {"fid": [1.0, 2.0]}}}, "sample 'a@2', metric 'fid': one finite number per seed (3)"),
+    ({"kind": "run"}, "not a measurement"),
+])
+def test_a_malformed_measurement_is_one_line_naming_its_file(results_dir, tmp_path, capsys, change, message):
+    measurement_file(results_dir, change)
+    code = main(["leaderboard", str(results_dir), "--out", str(tmp_path / "board"),
+                 "--claims", str(claims_file(tmp_path, MEASURED_CLAIMS))])
+    err = capsys.readouterr().err
+    assert code == 2 and "decision.json" in err and message in err and err.count("\n") == 1, err

@@ -11,6 +11,7 @@ from ..errors import UserError
 from .aggregate import build_tables, load_results
 from .claims import DEFAULT_CLAIMS, DEFAULT_CLAIMS_NAME, check_claims, load_claims
 from .formats import publish
+from .measurements import find_measurements
 from .provenance import read_produced_by
 
 
@@ -26,7 +27,7 @@ def build_leaderboard(results: Sequence[Path], out: Path, fmt: str = "markdown",
         raise UserError("no valid result files to build a leaderboard from")
     tables = build_tables(loaded, allow_mixed=allow_mixed)
     findings = None if claims is None else check_claims(
-        tables, claims, f"`{claims_file}`" if claims_file else DEFAULT_CLAIMS_NAME)
+        tables, claims, f"`{claims_file}`" if claims_file else DEFAULT_CLAIMS_NAME, find_measurements(results))
     if out.exists() and not out.is_dir():
         raise UserError(f"output folder {out} exists and is not a folder")
     command = ("cldiff-bench leaderboard " + " ".join(map(str, results))

@@ -6,6 +6,7 @@
     stream = "fmnist-5"                  # optional: only tables of this stream (default: every table)
     profile = "paper"                    # optional: only tables of this profile
     source = "Masip et al. 2024, Table 1"  # optional free text
+    measurement = "dsd-decision"         # optional: compare samples of this measurement instead of table rows
 
 Each pair is judged in every table that has both rows and the metric, by a one-sided Welch t-test on the rows'
 seeds (means, standard errors and seed counts): t = advantage / sqrt(se_a^2 + se_b^2) with the Welch-Satterthwaite
@@ -16,21 +17,27 @@ bootstrap interval: with 3 seeds a row has 10 distinct resamples, and the bootst
 there, where the t distribution's heavy tails at 2 to 4 degrees of freedom carry exactly that uncertainty. The
 `real data` row is the floor (over the class orders it was measured for), not a mean over training runs: its
 standard error counts as 0 (the test is then one-sample), and it takes part only in claims that name `real-data`.
+
+A claim that names a `measurement` (measurements.py: an experiment beside the runs, such as the DSD decision)
+orders that measurement's samples instead of rows, and is shown with the table of the measurement's stream and
+profile. Its samples are paired by seed (one model and one set of sample seeds per seed), so the test is the paired
+one-sided t-test on the per-seed differences, with n - 1 degrees of freedom.
 """
 from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from .aggregate import METRICS, NAMES, Row, Table
+from .aggregate import METRICS, NAMES, Row, Table, mean_and_standard_error
 from .inputs import read_text
+from .measurements import Measurement
 
 DEFAULT_CLAIMS = Path(__file__).with_name("study_claims.toml")
 DEFAULT_CLAIMS_NAME = "the suite's study claims (`cldiff_bench/leaderboard/study_claims.toml`)"
-CLAIM_KEYS = ("metric", "order", "stream", "profile", "source")
+CLAIM_KEYS = ("metric", "order", "stream", "profile", "source", "measurement")
 VERDICTS = ("holds", "contradicted", "undecided", "n/a")
 ALPHA = 0.05  # the one-sided test's level
 BOUNDS = ("joint", "naive")  # the upper and the lower bound: a metric that cannot tell them apart measures nothing
@@ -43,6 +50,7 @@ class Claim:
     stream: str | None = None
     profile: str | None = None
     source: str | None = None
+    measurement: str | None = None
 
     def pairs(self) -> list[tuple[str, str]]:
         return list(zip(self.order, self.order[1:]))
@@ -90,15 +98,18 @@ def _claim(entry: dict, number: int, fail) -> Claim:
         fail(f"{where}: metric {metric!r} is not one of {', '.join(METRICS)}")
     order = entry.get("order")
     if not isinstance(order, list) or not all(isinstance(o, str) and o for o in order):
-        fail(f"{where}: 'order' must be a list of strategy names, best first")
+        fail(f"{where}: 'order' must be a list of strategy (or a measurement's sample) names, best first")
     if len(order) < 2:
         fail(f"{where}: 'order' needs at least 2 strategies to compare, got {len(order)}")
     if len(set(order)) != len(order):
         fail(f"{where}: 'order' names a strategy twice: {order}")
-    for key in ("stream", "profile", "source"):
+    for key in ("stream", "profile", "source", "measurement"):
         if key in entry and not isinstance(entry[key], str):
             fail(f"{where}: {key!r} must be a string")
-    return Claim(metric, tuple(order), entry.get("stream"), entry.get("profile"), entry.get("source"))
+    if "measurement" in entry and ("stream" in entry or "profile" in entry):
+        fail(f"{where}: a measurement's claim takes the measurement's stream and profile, not its own")
+    return Claim(metric, tuple(order), entry.get("stream"), entry.get("profile"), entry.get("source"),
+                 entry.get("measurement"))
 
 
 @dataclass
@@ -122,6 +133,11 @@ class Comparison:
     source: str | None
     better_oracle: bool = False    # the real-data row (shown with no s.e.)
     worse_oracle: bool = False
+    measurement: str | None = None  # the measurement whose samples it compares (paired by seed)
+
+    @property
+    def paired(self) -> bool:
+        return self.measurement is not None
 
     @property
     def text(self) -> str:
@@ -133,6 +149,7 @@ class Findings:
     source: str                    # how the claims file is named on the page
     comparisons: list[Comparison]
     untested: list[str]            # pairs that no table could judge (a row, the metric or the stream is missing)
+    measurements: dict[str, Measurement] = field(default_factory=dict)  # those the comparisons name
 
     def for_table(self, table: Table) -> list[Comparison]:
         return [c for c in self.comparisons if (c.stream, c.profile) == (table.stream, table.profile)]
@@ -189,9 +206,53 @@ def verdict(lower_is_better: bool, better: Sample, worse: Sample
     return advantage, se, t, df, p, word
 
 
-def check_claims(tables: list[Table], claims: list[Claim], source: str) -> Findings:
+def paired_verdict(lower_is_better: bool, better: list[float], worse: list[float]
+                   ) -> tuple[float, float | None, float | None, float | None, float | None, str]:
+    """`verdict`'s tuple for samples paired by seed: the one-sided t-test on the per-seed advantages."""
+    from scipy.special import stdtr
+
+    advantages = [(w - b) if lower_is_better else (b - w) for b, w in zip(better, worse)]
+    advantage, se = mean_and_standard_error(advantages)
+    if se is None:
+        return advantage, None, None, None, None, "n/a"
+    df = len(advantages) - 1
+    if se == 0.0:  # the same advantage on every seed: the sign decides
+        t, p = math.copysign(math.inf, advantage) if advantage else 0.0, (
+            0.0 if advantage > 0 else 1.0 if advantage < 0 else 0.5)
+    else:
+        t = advantage / se
+        p = float(stdtr(df, -t))
+    word = "holds" if p < ALPHA else "contradicted" if p > 1 - ALPHA else "undecided"
+    return advantage, se, t, float(df), p, word
+
+
+def measured_comparisons(claim: Claim, measurement: Measurement) -> list[Comparison]:
+    """The claim's pairs judged on the measurement's samples (a pair whose samples lack the metric is left out)."""
+    found = []
+    for a, b in claim.pairs():
+        values = [measurement.samples.get(x, {}).get(claim.metric) for x in (a, b)]
+        if None in values:
+            continue
+        found.append(Comparison(measurement.stream, measurement.profile, claim.metric, a, b,
+                                mean_and_standard_error(values[0]), mean_and_standard_error(values[1]),
+                                len(values[0]), len(values[1]),
+                                *paired_verdict(METRICS[claim.metric], *values), claim.source,
+                                measurement=measurement.name))
+    return found
+
+
+def check_claims(tables: list[Table], claims: list[Claim], source: str,
+                 measurements: dict[str, Measurement] | None = None) -> Findings:
     comparisons, untested, seen = [], [], set()
     for claim in claims:
+        if claim.measurement is not None:
+            measured = measured_comparisons(claim, measurements[claim.measurement]) if claim.measurement in (
+                measurements or {}) else []
+            comparisons += measured
+            judged = {(c.better, c.worse) for c in measured}
+            untested += [f"{pair_text(claim.metric, a, b)} (measurement {claim.measurement})"
+                         for a, b in claim.pairs() if (a, b) not in judged]
+            continue
         for a, b in claim.pairs():
             judged = False
             for table in tables:
@@ -216,4 +277,5 @@ def check_claims(tables: list[Table], claims: list[Claim], source: str) -> Findi
                 text = pair_text(claim.metric, a, b) + where
                 if text not in untested:
                     untested.append(text)
-    return Findings(source, comparisons, untested)
+    named = {c.measurement for c in comparisons}
+    return Findings(source, comparisons, untested, {k: v for k, v in (measurements or {}).items() if k in named})

@@ -55,11 +55,11 @@ def leaderboard_csv(tables: list[Table]) -> bytes:
 def findings_csv(findings: Findings) -> bytes:
     header = ["stream", "profile", "metric", "claim", "better", "worse", "better_mean", "better_se", "better_n",
               "worse_mean", "worse_se", "worse_n", "advantage", "combined_se", "t", "df", "p_one_sided", "verdict",
-              "source"]
+              "source", "test"]
     rows = [[c.stream, c.profile, c.metric, c.text, c.better, c.worse, _num(c.better_value[0]),
              _num(c.better_value[1]), c.better_n, _num(c.worse_value[0]), _num(c.worse_value[1]), c.worse_n,
              _num(c.advantage), _num(c.combined_se), _num(c.t), _num(c.df), _num(c.p_value), c.verdict,
-             c.source or ""] for c in findings.comparisons]
+             c.source or "", f"paired ({c.measurement})" if c.paired else "welch"] for c in findings.comparisons]
     return _csv_bytes(header, rows)
 
 
@@ -136,7 +136,7 @@ def findings_latex(findings: Findings) -> list[str]:
             for c in findings.comparisons]
     caption = ("Findings: each adjacent pair of a claim, by a one-sided Welch t-test over the seeds: \\emph{holds} "
                "when $p < 0.05$, \\emph{contradicted} when $p > 0.95$, \\emph{undecided} otherwise, n/a with "
-               "fewer than 2 seeds. Claims from " + tex_escape(findings.source.replace("`", ""))
+               "fewer than 2 seeds (a paired t-test between samples of a measurement beside the runs). Claims from " + tex_escape(findings.source.replace("`", ""))
                + ".")
     return [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{caption}}}", r"\label{tab:cldiff-findings}",
             *_tabular("lllrrrll", ["Stream", "Profile", "Claim", "Claimed better", "Claimed worse", "$p$",

@@ -110,7 +110,7 @@ def test_text(c) -> tuple[str, str]:
     """Welch's t with its degrees of freedom, and the one-sided p, as the Findings show them."""
     if c.p_value is None:
         return "n/a", "n/a"
-    return f"{c.t:.2f} ({c.df:.1f})", p_text(c.p_value)
+    return f"{c.t:.2f} ({c.df:.0f}, paired)" if c.paired else f"{c.t:.2f} ({c.df:.1f})", p_text(c.p_value)
 
 
 def findings_markdown(findings: Findings, table: Table) -> str | None:
@@ -121,8 +121,13 @@ def findings_markdown(findings: Findings, table: Table) -> str | None:
              format_cell(*c.worse_value, best=False, oracle=c.worse_oracle), f"{c.advantage:.3g}", *test_text(c),
              f"**{c.verdict}**" if c.verdict == "contradicted" else c.verdict, (c.source or "").replace("|", "\\|")]
             for c in comparisons]
-    return tabulate(body, headers=["claim", "claimed better", "claimed worse", "advantage", "t (df)",
-                                   "p, one-sided", "verdict", "source"], tablefmt="github", disable_numparse=True)
+    table_text = tabulate(body, headers=["claim", "claimed better", "claimed worse", "advantage", "t (df)",
+                                         "p, one-sided", "verdict", "source"], tablefmt="github",
+                          disable_numparse=True)
+    measured = sorted({c.measurement for c in comparisons if c.measurement})
+    notes = [f"Measurement `{name}` (seeds {', '.join(map(str, m.seeds))}): {m.title} Made by `{m.command}`."
+             for name in measured for m in [findings.measurements[name]]]
+    return "\n\n".join([table_text, *notes])
 
 
 def little_signal_warning(findings: Findings, table: Table) -> str | None:
@@ -148,8 +153,9 @@ FINDINGS_INTRO = (
     "ratio to the combined standard error sqrt(se_a² + se_b²) with Welch-Satterthwaite degrees of freedom, p the "
     "chance of a lead at least this large were the claimed-better row no better. `holds` when p < 0.05, "
     "`contradicted` when p > 0.95 (the other row is better at the same level), `undecided` in between, `n/a` when a "
-    "row has fewer than 2 seeds. The real-data row's s.e. counts as 0 (a one-sample test). An undecided claim needs "
-    "more seeds, not a looser rule.")
+    "row has fewer than 2 seeds. The real-data row's s.e. counts as 0 (a one-sample test). A claim between samples "
+    "of a measurement beside the runs (marked paired) is tested on its per-seed differences. An undecided claim "
+    "needs more seeds, not a looser rule.")
 
 
 def parse_markdown_table(markdown: str, after: str | None = None) -> list[dict[str, str]]:
