@@ -187,12 +187,21 @@ def welch(advantage: float, a: Sample, b: Sample) -> tuple[float, float, float, 
     variance = a.se ** 2 + b.se ** 2
     se = math.sqrt(variance)
     if variance == 0.0:  # no spread on either side: the sign decides
-        return 0.0, math.copysign(math.inf, advantage) if advantage else 0.0, math.inf, (
-            0.0 if advantage > 0 else 1.0 if advantage < 0 else 0.5)
+        return (0.0, *_by_sign(advantage, math.inf))
     # A floor's term is 0: its s.e. is 0 by definition, not measured over seeds.
     df = variance ** 2 / sum(x.se ** 4 / (x.n - 1) for x in (a, b) if x.se)
     t = advantage / se
     return se, t, df, float(stdtr(df, -t))
+
+
+def _by_sign(advantage: float, df: float) -> tuple[float, float, float]:
+    """(t, df, p) of an advantage measured without spread: its sign decides."""
+    return (math.copysign(math.inf, advantage) if advantage else 0.0, df,
+            0.0 if advantage > 0 else 1.0 if advantage < 0 else 0.5)
+
+
+def _word(p: float) -> str:
+    return "holds" if p < ALPHA else "contradicted" if p > 1 - ALPHA else "undecided"
 
 
 def verdict(lower_is_better: bool, better: Sample, worse: Sample
@@ -202,8 +211,7 @@ def verdict(lower_is_better: bool, better: Sample, worse: Sample
     if better.se is None or worse.se is None:
         return advantage, None, None, None, None, "n/a"
     se, t, df, p = welch(advantage, better, worse)
-    word = "holds" if p < ALPHA else "contradicted" if p > 1 - ALPHA else "undecided"
-    return advantage, se, t, df, p, word
+    return advantage, se, t, df, p, _word(p)
 
 
 def paired_verdict(lower_is_better: bool, better: list[float], worse: list[float]
@@ -215,15 +223,10 @@ def paired_verdict(lower_is_better: bool, better: list[float], worse: list[float
     advantage, se = mean_and_standard_error(advantages)
     if se is None:
         return advantage, None, None, None, None, "n/a"
-    df = len(advantages) - 1
-    if se == 0.0:  # the same advantage on every seed: the sign decides
-        t, p = math.copysign(math.inf, advantage) if advantage else 0.0, (
-            0.0 if advantage > 0 else 1.0 if advantage < 0 else 0.5)
-    else:
-        t = advantage / se
-        p = float(stdtr(df, -t))
-    word = "holds" if p < ALPHA else "contradicted" if p > 1 - ALPHA else "undecided"
-    return advantage, se, t, float(df), p, word
+    df = float(len(advantages) - 1)
+    # The same advantage on every seed: the sign decides.
+    t, df, p = _by_sign(advantage, df) if se == 0.0 else (advantage / se, df, float(stdtr(df, -advantage / se)))
+    return advantage, se, t, df, p, _word(p)
 
 
 def measured_comparisons(claim: Claim, measurement: Measurement) -> list[Comparison]:

@@ -136,8 +136,8 @@ def findings_latex(findings: Findings) -> list[str]:
             for c in findings.comparisons]
     caption = ("Findings: each adjacent pair of a claim, by a one-sided Welch t-test over the seeds: \\emph{holds} "
                "when $p < 0.05$, \\emph{contradicted} when $p > 0.95$, \\emph{undecided} otherwise, n/a with "
-               "fewer than 2 seeds (a paired t-test between samples of a measurement beside the runs). Claims from " + tex_escape(findings.source.replace("`", ""))
-               + ".")
+               "fewer than 2 seeds (a paired t-test between samples of a measurement beside the runs). Claims from "
+               + tex_escape(findings.source.replace("`", "")) + ".")
     return [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{caption}}}", r"\label{tab:cldiff-findings}",
             *_tabular("lllrrrll", ["Stream", "Profile", "Claim", "Claimed better", "Claimed worse", "$p$",
                                    "Verdict", "Source"], [rows]), r"\end{table}"]

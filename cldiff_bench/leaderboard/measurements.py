@@ -3,7 +3,7 @@
 
     {"kind": "measurement", "name": "dsd-decision", "stream": "fmnist-5", "profile": "cpu",
      "title": "...", "command": "python benchmarks/...", "seeds": [0, 1, 2],
-     "samples": {"ddim, 2 steps": {"fid": [42.0, 57.1, 31.3], ...}, "pd, 2 steps": {...}}}
+     "samples": {"ddim@2": {"fid": [42.0, 57.1, 31.3], "kld": [...]}, "pd@2": {...}, ...}}
 
 Every sample of a measurement holds one value per seed, in the order of `seeds`, and the values of one seed come
 from the same model and sample seeds: a claim between two of its samples is judged by a paired test
