@@ -61,6 +61,9 @@ ARMS: dict[str, tuple[str, list[str]]] = {
                                  "continual run's teacher accelerator has), beta 0.5",
                                  ["--method", "dsd-anchored", "--anchor-weight", "0.5", "--updates", "450",
                                   "--anchor", "samples", "--anchor-images", "1024"]),
+    "dsd-anchored-0.15-samples": ("the same anchor of the model's own samples, beta 0.15",
+                                  ["--method", "dsd-anchored", "--anchor-weight", "0.15", "--updates", "450",
+                                   "--anchor", "samples", "--anchor-images", "1024"]),
 }
 
 
