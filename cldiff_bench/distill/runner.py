@@ -47,7 +47,8 @@ from .objective import student_config
 MODEL_NAME = "model.pt"
 EVAL_STEPS = (1, 2, 4, 8)
 PURPOSE_DISTILL = 0xD157  # keys the chains' noise (with the seed)
-ANCHOR_SETTINGS = ("anchor_weight", "anchor_source", "anchor_images")  # only for a method that learns from images
+# The anchor's settings and their flags: only for a method that learns from images.
+ANCHOR_FLAGS = {"anchor_source": "--anchor", "anchor_images": "--anchor-images", "anchor_weight": "--anchor-weight"}
 DATA = ("data-free: the teacher's deterministic DDIM sampling path from keyed noise, chains spread over the "
         "student's steps (distill/engine.py)")
 
@@ -183,10 +184,10 @@ def resolve_request(req: DistillRequest, registry: Registry) -> DistillPlan:
 
 def distill_options(req: DistillRequest, method: type[DistillMethod]) -> DistillOptions:
     ema = None if not req.ema_decay else req.ema_decay
-    anchor_settings = sorted(k for k in ANCHOR_SETTINGS if k in req.regime)
-    if anchor_settings and not method.needs_data:
-        raise UserError(f"--{anchor_settings[0].replace('_', '-').replace('-source', '')} sets the images of a "
-                        f"method that learns from them (dsd-anchored); {method.name} learns from none")
+    given = [flag for key, flag in ANCHOR_FLAGS.items() if key in req.regime]
+    if given and not method.needs_data:
+        raise UserError(f"{given[0]} sets the images of a method that learns from them (dsd-anchored); "
+                        f"{method.name} learns from none")
     return DistillOptions(method=method.name, target_steps=req.target_steps, from_steps=req.from_steps,
                           updates=req.updates, batch_size=req.batch_size, learning_rate=req.learning_rate,
                           ema_decay=ema, convert_updates=req.convert_updates,
